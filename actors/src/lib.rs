@@ -1,0 +1,14 @@
+//! Actors of the Umuve dispatch engine and the messages between them.
+//!
+//! This crate knows nothing of HTTP routes or SQL. What an actor needs from the outside
+//! (send an SMS, deliver an email, tell the time) comes in as a small trait, so every actor
+//! can be tested alone with an implementation of that trait.
+//!
+//! Module map:
+//! - [`ids`]: typed identifiers (`UserId`, `JobId`, `DriverId`, `OfferId`).
+//! - [`clock`]: the time source; tests control it instead of sleeping.
+//! - [`outbound`]: SMS and email senders with retries and provider fallback.
+
+pub mod clock;
+pub mod ids;
+pub mod outbound;

@@ -1,0 +1,31 @@
+//! umuve-dispatch: the realtime dispatch engine of Umuve.
+//!
+//! Module map:
+//! - [`config`]: settings from the environment, parsed once.
+//! - [`startup`]: builds storage, actors and the HTTP server from settings.
+//! - [`state`]: what handlers share.
+//! - [`routes`]: one module per resource; each handler documents itself for OpenAPI.
+//! - [`http`]: the error model, the edge middleware, client addresses, 404/405.
+//! - [`auth`]: tokens, role extractors, passwords, SMS codes, Apple, rate limits.
+//! - [`domain`]: values parsed at the boundary (`Phone`, `EmailAddress`, `Role`, ...).
+//! - [`storage`]: sqlx queries for SQLite and PostgreSQL.
+//! - [`integrations`]: HTTP clients of Twilio, Resend, SendGrid.
+//! - [`templates`]: the words of SMS and emails.
+//! - [`housekeeping`]: periodic clean-up.
+//! - [`telemetry`], [`cli`].
+//!
+//! The actors and the messages between them live in the `umuve-actors` crate (`actors/`).
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod housekeeping;
+pub mod http;
+pub mod integrations;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod storage;
+pub mod telemetry;
+pub mod templates;

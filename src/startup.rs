@@ -1,0 +1,193 @@
+//! Builds the whole server from settings: storage, actors, HTTP. Tests use it to start a real
+//! engine on `127.0.0.1:0`; `main` uses it to serve.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use actix::Actor;
+use actix_cors::Cors;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::middleware::{Condition, from_fn};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use anyhow::Context;
+use umuve_actors::clock::SharedClock;
+use utoipa::OpenApi;
+use utoipa_actix_web::AppExt;
+
+use crate::config::Settings;
+use crate::housekeeping::Housekeeper;
+use crate::http::ApiError;
+use crate::http::edge::edge;
+use crate::http::route_table::RouteTable;
+use crate::routes::{self, ops::OpenApiJson};
+use crate::state::AppState;
+use crate::storage::Db;
+
+/// Largest request body accepted anywhere (JSON and raw).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How long in-flight requests get to finish after SIGTERM/SIGINT.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The OpenAPI document of the routes this build serves.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (_, api) = App::new()
+        .into_utoipa_app()
+        .openapi(routes::ApiDoc::openapi())
+        .configure(routes::configure)
+        .split_for_parts();
+    api
+}
+
+fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .error_handler(|error, _req| {
+            match error {
+                JsonPayloadError::OverflowKnownLength { .. }
+                | JsonPayloadError::Overflow { .. } => ApiError::PayloadTooLarge(format!(
+                    "request body is larger than {} KiB",
+                    MAX_BODY_BYTES / 1024
+                )),
+                JsonPayloadError::ContentType => {
+                    ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
+                }
+                JsonPayloadError::Deserialize(e) if e.is_data() => {
+                    ApiError::BadRequest(format!("invalid request: {e}"))
+                }
+                JsonPayloadError::Deserialize(e) => {
+                    ApiError::BadRequest(format!("malformed JSON: {e}"))
+                }
+                other => ApiError::BadRequest(format!("could not read the request body: {other}")),
+            }
+            .into()
+        })
+}
+
+fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|error: PathError, _req| {
+        ApiError::BadRequest(format!("invalid path parameter: {error}")).into()
+    })
+}
+
+fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|error: QueryPayloadError, _req| {
+        ApiError::BadRequest(format!("invalid query: {error}")).into()
+    })
+}
+
+fn cors(origins: &[String]) -> Cors {
+    origins
+        .iter()
+        .fold(Cors::default(), |cors, origin| cors.allowed_origin(origin))
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
+        .allowed_headers(["authorization", "content-type", "x-request-id"])
+        .expose_headers(["x-request-id", "retry-after"])
+        .max_age(3600)
+}
+
+async fn unmatched(
+    req: HttpRequest,
+    table: web::Data<RouteTable>,
+) -> Result<HttpResponse, ApiError> {
+    Err(table.unmatched(&req))
+}
+
+/// A built engine, bound to its port, not yet serving.
+pub struct Application {
+    server: Server,
+    local_addr: SocketAddr,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Connects to the database, migrates it, starts the actors and binds `HOST:PORT`.
+    /// Must run inside an actix system.
+    pub async fn build(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
+        let db = Db::connect(&settings.database_url)
+            .await
+            .with_context(|| format!("cannot open the database {:?}", settings.database_url))?;
+        db.migrate().await.context("cannot migrate the database")?;
+        let listener = TcpListener::bind((settings.host, settings.port))
+            .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
+        Self::build_with(settings, db, clock, listener)
+    }
+
+    /// Builds on an open database and a bound listener.
+    pub fn build_with(
+        settings: Settings,
+        db: Db,
+        clock: SharedClock,
+        listener: TcpListener,
+    ) -> anyhow::Result<Self> {
+        let local_addr = listener.local_addr()?;
+        let workers = settings
+            .http_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let sentry_enabled = settings.sentry.is_some();
+        let cors_origins = settings.cors_origins.clone();
+
+        let state = web::Data::new(AppState::start(settings, db, clock));
+        Housekeeper::new(state.clone().into_inner()).start();
+
+        let document = openapi_document();
+        let route_table = web::Data::new(RouteTable::from_openapi(&document));
+        let document = web::Data::new(OpenApiJson(
+            document
+                .to_json()
+                .context("cannot render the OpenAPI document")?,
+        ));
+
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            let (app, _) = App::new()
+                .into_utoipa_app()
+                .configure(routes::configure)
+                .split_for_parts();
+            app.app_data(app_state.clone())
+                .app_data(document.clone())
+                .app_data(route_table.clone())
+                .app_data(json_config())
+                .app_data(path_config())
+                .app_data(query_config())
+                .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+                .default_service(web::to(unmatched))
+                .wrap(Condition::new(
+                    !cors_origins.is_empty(),
+                    cors(&cors_origins),
+                ))
+                .wrap(Condition::new(sentry_enabled, sentry_actix::Sentry::new()))
+                .wrap(from_fn(edge))
+        })
+        .workers(workers)
+        .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+        .listen(listener)?
+        .run();
+
+        Ok(Self {
+            server,
+            local_addr,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops the server (what SIGTERM does, for tests and embedders).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until stopped (SIGTERM, SIGINT or a handle), then closes the database pool.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.state.db.close().await;
+        result
+    }
+}

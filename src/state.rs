@@ -1,0 +1,98 @@
+//! What every handler shares: settings, storage, the clock, keys, limiters and the addresses of
+//! the outbound actors. Built once per process and shared by all HTTP workers.
+
+use std::sync::Arc;
+
+use actix::{Actor, Addr};
+use secrecy::ExposeSecret;
+use umuve_actors::clock::SharedClock;
+use umuve_actors::outbound::{
+    EmailSender, EmailTransport, LogOnlyEmail, LogOnlySms, RetryPolicy, SmsSender, SmsTransport,
+};
+
+use crate::auth::apple::AppleVerifier;
+use crate::auth::one_time::OneTimeHasher;
+use crate::auth::passwords::PasswordHasher;
+use crate::auth::rate_limit::AuthLimiter;
+use crate::auth::tokens::TokenKeys;
+use crate::config::Settings;
+use crate::integrations::{
+    http_client, resend::ResendEmail, sendgrid::SendGridEmail, twilio::TwilioSms,
+};
+use crate::storage::Db;
+
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: Db,
+    pub clock: SharedClock,
+    pub tokens: TokenKeys,
+    pub one_time: OneTimeHasher,
+    pub passwords: PasswordHasher,
+    pub auth_limits: AuthLimiter,
+    /// `None` in production without Twilio: login codes cannot be delivered, so
+    /// `sms/send` answers 503 instead of pretending.
+    pub sms: Option<Addr<SmsSender>>,
+    pub email: Addr<EmailSender>,
+    pub apple: AppleVerifier,
+}
+
+impl AppState {
+    /// Builds the state and starts the outbound actors on the current actix system.
+    pub fn start(settings: Settings, db: Db, clock: SharedClock) -> Self {
+        let http = http_client();
+        let retry = RetryPolicy {
+            attempts: 3,
+            base_delay: settings.outbound_retry_base,
+        };
+        let development = !settings.is_production();
+
+        let sms_transport: Option<Arc<dyn SmsTransport>> = match &settings.twilio {
+            Some(twilio) => Some(Arc::new(TwilioSms::new(http.clone(), twilio.clone()))),
+            None if development => Some(Arc::new(LogOnlySms { reveal_body: true })),
+            None => None,
+        };
+        let sms = sms_transport.map(|transport| SmsSender::new(transport, retry).start());
+
+        let mut email_providers: Vec<Arc<dyn EmailTransport>> = Vec::new();
+        if let Some(resend) = &settings.email.resend {
+            email_providers.push(Arc::new(ResendEmail::new(
+                http.clone(),
+                resend.clone(),
+                settings.email.from.clone(),
+            )));
+        }
+        if let Some(sendgrid) = &settings.email.sendgrid {
+            email_providers.push(Arc::new(SendGridEmail::new(
+                http.clone(),
+                sendgrid.clone(),
+                settings.email.from.clone(),
+            )));
+        }
+        if email_providers.is_empty() {
+            email_providers.push(Arc::new(LogOnlyEmail {
+                reveal_body: development,
+            }));
+        }
+        let email = EmailSender::new(email_providers, retry).start();
+
+        let apple = AppleVerifier::new(
+            http,
+            settings.apple.jwks_url.clone(),
+            settings.apple.client_ids.clone(),
+            clock.clone(),
+        );
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            tokens: TokenKeys::new(settings.jwt_secret.expose_secret().as_bytes()),
+            one_time: OneTimeHasher::new(settings.secret_key.expose_secret().as_bytes()),
+            passwords: PasswordHasher::new(cores),
+            auth_limits: AuthLimiter::new(&settings.rate_limits),
+            settings: Arc::new(settings),
+            db,
+            clock,
+            sms,
+            email,
+            apple,
+        }
+    }
+}

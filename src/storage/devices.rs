@@ -1,0 +1,45 @@
+//! The `device_tokens` table: where to push.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Db, on_pool};
+
+/// Registers a token for `user_id`; a token seen before moves to the new user and app (a phone
+/// changed hands or accounts).
+pub async fn register(
+    db: &Db,
+    token: &str,
+    user_id: Uuid,
+    platform: &str,
+    app: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    const SQL: &str = "INSERT INTO device_tokens (token, user_id, platform, app, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $5) \
+         ON CONFLICT (token) DO UPDATE SET user_id = excluded.user_id, platform = excluded.platform, \
+             app = excluded.app, updated_at = excluded.updated_at";
+    on_pool!(db, pool => {
+        sqlx::query(SQL)
+            .bind(token)
+            .bind(user_id)
+            .bind(platform)
+            .bind(app)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|_| ())
+    })
+}
+
+/// Removes the caller's token; false when the caller has no such token.
+pub async fn remove(db: &Db, token: &str, user_id: Uuid) -> Result<bool, sqlx::Error> {
+    on_pool!(db, pool => {
+        sqlx::query("DELETE FROM device_tokens WHERE token = $1 AND user_id = $2")
+            .bind(token)
+            .bind(user_id)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected() > 0)
+    })
+}
