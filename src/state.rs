@@ -86,7 +86,7 @@ impl AppState {
             tokens: TokenKeys::new(settings.jwt_secret.expose_secret().as_bytes()),
             one_time: OneTimeHasher::new(settings.secret_key.expose_secret().as_bytes()),
             passwords: PasswordHasher::new(cores),
-            auth_limits: AuthLimiter::new(&settings.rate_limits),
+            auth_limits: AuthLimiter::new(&settings.rate_limits, clock.clone()),
             settings: Arc::new(settings),
             db,
             clock,

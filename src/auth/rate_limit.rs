@@ -5,16 +5,41 @@
 //! - Verify, login, Apple, password forgot/reset, admin seed: `AUTH_PER_IP_PER_MINUTE` per IP.
 //!
 //! Limits are GCRA (governor): a budget that refills evenly, e.g. 5 per hour is a burst of 5,
-//! then one more every 12 minutes.
+//! then one more every 12 minutes. They run on the engine's clock, like every other expiry.
 
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use chrono::DateTime;
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
+use umuve_actors::clock::SharedClock;
 
 use crate::config::AuthRateLimits;
+
+/// The engine's clock, as governor sees it: time since the Unix epoch.
+#[derive(Clone)]
+struct EngineClock(SharedClock);
+
+impl Clock for EngineClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        (self.0.now() - DateTime::UNIX_EPOCH)
+            .to_std()
+            .unwrap_or_default()
+    }
+}
+
+type KeyedLimiter<K> = RateLimiter<K, DashMapStateStore<K>, EngineClock, NoOpMiddleware<Duration>>;
+
+fn keyed<K: Hash + Eq + Clone>(quota: Quota, clock: &EngineClock) -> KeyedLimiter<K> {
+    RateLimiter::dashmap_with_clock(quota, clock.clone())
+}
 
 fn per_hour(n: u32) -> Quota {
     Quota::per_hour(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
@@ -26,11 +51,11 @@ fn per_minute(n: u32) -> Quota {
 
 /// The limiters of the auth endpoints.
 pub struct AuthLimiter {
-    sms_per_phone_minute: DefaultKeyedRateLimiter<String>,
-    sms_per_phone_hour: DefaultKeyedRateLimiter<String>,
-    sms_per_ip_hour: DefaultKeyedRateLimiter<IpAddr>,
-    auth_per_ip_minute: DefaultKeyedRateLimiter<IpAddr>,
-    clock: DefaultClock,
+    sms_per_phone_minute: KeyedLimiter<String>,
+    sms_per_phone_hour: KeyedLimiter<String>,
+    sms_per_ip_hour: KeyedLimiter<IpAddr>,
+    auth_per_ip_minute: KeyedLimiter<IpAddr>,
+    clock: EngineClock,
 }
 
 /// Refused: come back after this long.
@@ -38,19 +63,20 @@ pub struct AuthLimiter {
 pub struct RetryAfter(pub Duration);
 
 impl AuthLimiter {
-    pub fn new(limits: &AuthRateLimits) -> Self {
+    pub fn new(limits: &AuthRateLimits, clock: SharedClock) -> Self {
+        let clock = EngineClock(clock);
         Self {
-            sms_per_phone_minute: RateLimiter::keyed(per_minute(1)),
-            sms_per_phone_hour: RateLimiter::keyed(per_hour(limits.sms_per_phone_per_hour)),
-            sms_per_ip_hour: RateLimiter::keyed(per_hour(limits.sms_per_ip_per_hour)),
-            auth_per_ip_minute: RateLimiter::keyed(per_minute(limits.auth_per_ip_per_minute)),
-            clock: DefaultClock::default(),
+            sms_per_phone_minute: keyed(per_minute(1), &clock),
+            sms_per_phone_hour: keyed(per_hour(limits.sms_per_phone_per_hour), &clock),
+            sms_per_ip_hour: keyed(per_hour(limits.sms_per_ip_per_hour), &clock),
+            auth_per_ip_minute: keyed(per_minute(limits.auth_per_ip_per_minute), &clock),
+            clock,
         }
     }
 
-    fn check<K: std::hash::Hash + Eq + Clone>(
+    fn check<K: Hash + Eq + Clone>(
         &self,
-        limiter: &DefaultKeyedRateLimiter<K>,
+        limiter: &KeyedLimiter<K>,
         key: &K,
     ) -> Result<(), RetryAfter> {
         limiter
@@ -87,6 +113,13 @@ impl AuthLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use umuve_actors::clock::ManualClock;
+
+    fn limiter() -> (AuthLimiter, ManualClock) {
+        let clock = ManualClock::new(chrono::Utc::now());
+        (AuthLimiter::new(&limits(), Arc::new(clock.clone())), clock)
+    }
 
     fn limits() -> AuthRateLimits {
         AuthRateLimits {
@@ -98,14 +131,12 @@ mod tests {
 
     #[test]
     fn one_sms_per_phone_per_minute() {
-        let limiter = AuthLimiter::new(&limits());
+        let (limiter, clock) = limiter();
         let ip: IpAddr = "203.0.113.7".parse().unwrap();
         assert!(limiter.check_sms_send(ip, "+13055550100").is_ok());
+        clock.advance(chrono::Duration::seconds(15));
         let RetryAfter(wait) = limiter.check_sms_send(ip, "+13055550100").unwrap_err();
-        assert!(
-            wait > Duration::from_secs(50) && wait <= Duration::from_secs(60),
-            "{wait:?}"
-        );
+        assert_eq!(wait, Duration::from_secs(45));
         // Another phone from the same IP is fine until the IP's budget runs out.
         assert!(limiter.check_sms_send(ip, "+13055550101").is_ok());
         assert!(limiter.check_sms_send(ip, "+13055550102").is_err());
@@ -113,12 +144,16 @@ mod tests {
 
     #[test]
     fn auth_attempts_per_ip() {
-        let limiter = AuthLimiter::new(&limits());
+        let (limiter, clock) = limiter();
         let ip: IpAddr = "198.51.100.1".parse().unwrap();
         let other: IpAddr = "198.51.100.2".parse().unwrap();
         assert!(limiter.check_auth_attempt(ip).is_ok());
         assert!(limiter.check_auth_attempt(ip).is_ok());
         assert!(limiter.check_auth_attempt(ip).is_err());
         assert!(limiter.check_auth_attempt(other).is_ok());
+        // Two per minute: one more after 30 s.
+        clock.advance(chrono::Duration::seconds(30));
+        assert!(limiter.check_auth_attempt(ip).is_ok());
+        assert!(limiter.check_auth_attempt(ip).is_err());
     }
 }

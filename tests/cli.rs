@@ -1,0 +1,287 @@
+//! The binary as an operator runs it: `serve` (the default), `migrate`, `create-admin`, and the
+//! refusal to start in production without its secrets.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_umuve-dispatch");
+
+/// The binary with a clean environment (no inherited settings, no .env: it runs in `dir`).
+fn engine(dir: &Path) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Reads the engine's log until it says where it listens; returns `http://host:port`.
+async fn listening_address(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let find = async {
+        while let Some(line) = lines.next_line().await.expect("readable log") {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+        panic!("the engine exited without listening");
+    };
+    tokio::time::timeout(Duration::from_secs(60), find)
+        .await
+        .expect("the engine listens")
+}
+
+fn terminate(child: &Child) {
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn serve_is_the_default_creates_the_database_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = engine(dir.path()).env("PORT", "0").spawn().unwrap();
+    let address = listening_address(&mut child).await;
+
+    let health = reqwest::get(format!("{address}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(
+        dir.path().join("umuve.db").exists(),
+        "the embedded database is created"
+    );
+    let ready: serde_json::Value = reqwest::get(format!("{address}/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["database"], "sqlite");
+
+    terminate(&child);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the engine stops")
+        .unwrap();
+    assert!(status.success(), "graceful shutdown exits 0: {status}");
+}
+
+#[tokio::test]
+async fn production_without_its_secrets_refuses_to_start_naming_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = engine(dir.path())
+        .env("APP_ENV", "production")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for name in ["JWT_SECRET", "SECRET_KEY", "DATABASE_URL"] {
+        assert!(stderr.contains(name), "{name} not named in: {stderr}");
+    }
+    assert!(!dir.path().join("umuve.db").exists(), "nothing is created");
+
+    let output = engine(dir.path())
+        .env("APP_ENV", "production")
+        .env("SECRET_KEY", "0123456789abcdef0123")
+        .env("DATABASE_URL", "sqlite://prod.db")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("JWT_SECRET"), "{stderr}");
+    assert!(!stderr.contains("SECRET_KEY is required"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_invalid_sentry_dsn_is_a_clear_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = engine(dir.path())
+        .env("SENTRY_DSN", "not-a-dsn")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("SENTRY_DSN"), "{stderr}");
+    assert!(
+        !stderr.contains("not-a-dsn"),
+        "the value is not echoed: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn create_admin_then_sign_in_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwt = ("JWT_SECRET", "cli-test-secret-0123456789");
+    let created = engine(dir.path())
+        .env(jwt.0, jwt.1)
+        .args(["create-admin", "--email", "Chief@GoUmuve.com"])
+        .env("UMUVE_ADMIN_PASSWORD", "correct horse battery")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let operator = engine(dir.path())
+        .args([
+            "create-admin",
+            "--email",
+            "desk@goumuve.com",
+            "--password",
+            "operator password",
+            "--role",
+            "operator",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        operator.status.success(),
+        "{}",
+        String::from_utf8_lossy(&operator.stderr)
+    );
+    let duplicate = engine(dir.path())
+        .args([
+            "create-admin",
+            "--email",
+            "chief@goumuve.com",
+            "--password",
+            "another password",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!duplicate.status.success());
+    assert!(String::from_utf8_lossy(&duplicate.stderr).contains("exists already"));
+    let weak = engine(dir.path())
+        .args([
+            "create-admin",
+            "--email",
+            "weak@goumuve.com",
+            "--password",
+            "short",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!weak.status.success());
+
+    let mut child = engine(dir.path())
+        .env(jwt.0, jwt.1)
+        .env("PORT", "0")
+        .spawn()
+        .unwrap();
+    let address = listening_address(&mut child).await;
+    let client = reqwest::Client::new();
+    for (email, password, role) in [
+        ("chief@goumuve.com", "correct horse battery", "admin"),
+        ("desk@goumuve.com", "operator password", "operator"),
+    ] {
+        let reply: serde_json::Value = client
+            .post(format!("{address}/api/auth/login"))
+            .json(&serde_json::json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(reply["user"]["role"], role, "{reply}");
+    }
+    terminate(&child);
+    child.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn migrate_creates_the_schema_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = engine(dir.path())
+        .arg("migrate")
+        .env("DATABASE_URL", "sqlite://data.db")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(dir.path().join("data.db").exists());
+}
+
+/// `postgresql://` works as well as `postgres://` (against a throwaway database).
+#[tokio::test]
+async fn migrate_accepts_both_postgres_schemes() {
+    let Ok(server) = std::env::var("TEST_DATABASE_URL") else {
+        assert_ne!(
+            std::env::var("REQUIRE_POSTGRES").as_deref(),
+            Ok("1"),
+            "REQUIRE_POSTGRES=1 but TEST_DATABASE_URL is not set"
+        );
+        eprintln!("skipped: TEST_DATABASE_URL is not set");
+        return;
+    };
+    use sqlx::{ConnectOptions, Connection};
+    use std::str::FromStr;
+    let name = format!("umuve_cli_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::postgres::PgConnectOptions::from_str(&server)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&server).unwrap();
+    url.set_path(&name);
+    let dir = tempfile::tempdir().unwrap();
+    for scheme in ["postgresql", "postgres"] {
+        let database_url = format!("{scheme}{}", &url.as_str()[url.scheme().len()..]);
+        let output = engine(dir.path())
+            .arg("migrate")
+            .env("DATABASE_URL", &database_url)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{scheme}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let mut migrated = sqlx::postgres::PgConnectOptions::from_str(url.as_str())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&mut migrated)
+        .await
+        .unwrap();
+    assert_eq!(users, 0, "the schema exists");
+    migrated.close().await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    admin.close().await.unwrap();
+}
