@@ -34,9 +34,8 @@ async fn admins_create_accounts_of_every_role(backend: Backend) {
         ("admin", true),
     ] {
         let reply = app
-            .post(
-                "/api/admin/users",
-                Some(&admin),
+            .create_user(
+                &admin,
                 json!({ "role": role, "email": format!("{role}@example.com"), "name": "Pat" }),
             )
             .await;
@@ -46,9 +45,8 @@ async fn admins_create_accounts_of_every_role(backend: Backend) {
         assert_eq!(user["name"], "Pat");
     }
     let driver = app
-        .post(
-            "/api/admin/users",
-            Some(&admin),
+        .create_user(
+            &admin,
             json!({ "role": "driver", "phone": "954-555-0130", "approved": true }),
         )
         .await;
@@ -65,7 +63,7 @@ async fn admins_create_accounts_of_every_role(backend: Backend) {
         json!({ "role": "pilot", "email": "p@example.com" }),
         json!({ "role": "customer", "email": "n@example.com", "name": "  " }),
     ] {
-        app.post("/api/admin/users", Some(&admin), bad)
+        app.create_user(&admin, bad)
             .await
             .assert_error(400, "bad_request");
     }
@@ -74,9 +72,8 @@ async fn admins_create_accounts_of_every_role(backend: Backend) {
 async fn a_taken_email_or_phone_is_a_conflict(backend: Backend) {
     let app = spawn_app_with(backend, seeding()).await;
     let admin = admin(&app).await;
-    app.post(
-        "/api/admin/users",
-        Some(&admin),
+    app.create_user(
+        &admin,
         json!({ "role": "customer", "email": "maria@example.com", "phone": "305-555-0140" }),
     )
     .await
@@ -86,7 +83,7 @@ async fn a_taken_email_or_phone_is_a_conflict(backend: Backend) {
         json!({ "role": "driver", "phone": "+1 305 555 0140" }),
         json!({ "role": "admin", "email": "ops@goumuve.com" }),
     ] {
-        app.post("/api/admin/users", Some(&admin), duplicate)
+        app.create_user(&admin, duplicate)
             .await
             .assert_error(409, "conflict");
     }
@@ -157,9 +154,8 @@ async fn users_are_listed_newest_first_in_pages(backend: Backend) {
         app.clock.advance(chrono::Duration::seconds(1));
         let role = if i % 2 == 0 { "driver" } else { "customer" };
         let user = app
-            .post(
-                "/api/admin/users",
-                Some(&admin),
+            .create_user(
+                &admin,
                 json!({ "role": role, "email": format!("user{i}@example.com") }),
             )
             .await;
@@ -228,18 +224,18 @@ async fn sql_metacharacters_are_stored_and_returned_verbatim(backend: Backend) {
     let admin = admin(&app).await;
     let name = "Robert'); DROP TABLE users;-- \"Bobby\" \\ % _ ` ; --";
     let email = "o'brien+test%_@example.com";
+    let password = "x'; DELETE FROM users; --";
     let created = app
-        .post(
-            "/api/admin/users",
-            Some(&admin),
-            json!({ "role": "customer", "email": email, "name": name, "password": "x'; DELETE FROM users; --" }),
+        .create_user(
+            &admin,
+            json!({ "role": "customer", "email": email, "name": name, "password": password }),
         )
         .await;
     let created = created.assert_status(201).clone();
     assert_eq!(created["name"], name);
     assert_eq!(created["email"], email);
 
-    let session = app.login(email, "x'; DELETE FROM users; --").await;
+    let session = app.login(email, password).await;
     let token = session.assert_status(200)["token"]
         .as_str()
         .unwrap()

@@ -101,9 +101,8 @@ async fn customer_with_password(app: &TestApp, email: &str, password: &str) {
     let admin = app
         .seed_admin("ops@goumuve.com", "correct horse battery")
         .await;
-    app.post(
-        "/api/admin/users",
-        Some(&admin),
+    app.create_user(
+        &admin,
         json!({ "role": "customer", "email": email, "password": password }),
     )
     .await
@@ -115,20 +114,12 @@ async fn a_forgotten_password_is_reset_through_the_emailed_link(backend: Backend
     customer_with_password(&app, "maria@example.com", "old password 1").await;
 
     // An unknown address gets the same answer and no email: the first email sent is Maria's.
-    app.post(
-        "/api/auth/password/forgot",
-        None,
-        json!({ "email": "nobody@example.com" }),
-    )
-    .await
-    .assert_status(202);
-    app.post(
-        "/api/auth/password/forgot",
-        None,
-        json!({ "email": "Maria@Example.com" }),
-    )
-    .await
-    .assert_status(202);
+    app.forgot_password("nobody@example.com")
+        .await
+        .assert_status(202);
+    app.forgot_password("Maria@Example.com")
+        .await
+        .assert_status(202);
     let email = app.fakes.next_email().await;
     assert_eq!(email.provider, "resend");
     assert_eq!(email.to, "maria@example.com");
@@ -148,13 +139,9 @@ async fn a_forgotten_password_is_reset_through_the_emailed_link(backend: Backend
     );
     let token = email.reset_token();
 
-    app.post(
-        "/api/auth/password/reset",
-        None,
-        json!({ "token": token, "password": "new password 2" }),
-    )
-    .await
-    .assert_status(204);
+    app.reset_password(&token, "new password 2")
+        .await
+        .assert_status(204);
     app.login("maria@example.com", "new password 2")
         .await
         .assert_status(200);
@@ -163,13 +150,9 @@ async fn a_forgotten_password_is_reset_through_the_emailed_link(backend: Backend
         .assert_error(401, "unauthorized");
 
     // The link works once.
-    app.post(
-        "/api/auth/password/reset",
-        None,
-        json!({ "token": token, "password": "third password 3" }),
-    )
-    .await
-    .assert_error(400, "bad_request");
+    app.reset_password(&token, "third password 3")
+        .await
+        .assert_error(400, "bad_request");
     app.login("maria@example.com", "new password 2")
         .await
         .assert_status(200);
@@ -178,22 +161,14 @@ async fn a_forgotten_password_is_reset_through_the_emailed_link(backend: Backend
 async fn a_reset_link_expires_after_an_hour(backend: Backend) {
     let app = spawn_app_with(backend, seeding()).await;
     customer_with_password(&app, "maria@example.com", "old password 1").await;
-    app.post(
-        "/api/auth/password/forgot",
-        None,
-        json!({ "email": "maria@example.com" }),
-    )
-    .await
-    .assert_status(202);
+    app.forgot_password("maria@example.com")
+        .await
+        .assert_status(202);
     let token = app.fakes.next_email().await.reset_token();
     app.clock.advance(Duration::minutes(60));
-    app.post(
-        "/api/auth/password/reset",
-        None,
-        json!({ "token": token, "password": "new password 2" }),
-    )
-    .await
-    .assert_error(400, "bad_request");
+    app.reset_password(&token, "new password 2")
+        .await
+        .assert_error(400, "bad_request");
     app.login("maria@example.com", "old password 1")
         .await
         .assert_status(200);
@@ -219,25 +194,17 @@ async fn email_falls_back_to_sendgrid_when_resend_fails() {
     let app = spawn_app_with(Backend::Sqlite, seeding()).await;
     customer_with_password(&app, "maria@example.com", "old password 1").await;
     app.fakes.fail_resend_times(u32::MAX);
-    app.post(
-        "/api/auth/password/forgot",
-        None,
-        json!({ "email": "maria@example.com" }),
-    )
-    .await
-    .assert_status(202);
+    app.forgot_password("maria@example.com")
+        .await
+        .assert_status(202);
     let email = app.fakes.next_email().await;
     assert_eq!(email.provider, "sendgrid");
     assert_eq!(email.to, "maria@example.com");
     assert_eq!(email.from, "no-reply@goumuve.com");
     let token = email.reset_token();
-    app.post(
-        "/api/auth/password/reset",
-        None,
-        json!({ "token": token, "password": "new password 2" }),
-    )
-    .await
-    .assert_status(204);
+    app.reset_password(&token, "new password 2")
+        .await
+        .assert_status(204);
 }
 
 #[actix_web::test]
@@ -247,13 +214,9 @@ async fn email_is_retried_when_both_providers_fail() {
     // First try: both fail. Second try: Resend still fails, SendGrid takes it.
     app.fakes.fail_resend_times(2);
     app.fakes.fail_sendgrid_times(1);
-    app.post(
-        "/api/auth/password/forgot",
-        None,
-        json!({ "email": "maria@example.com" }),
-    )
-    .await
-    .assert_status(202);
+    app.forgot_password("maria@example.com")
+        .await
+        .assert_status(202);
     assert_eq!(app.fakes.next_email().await.provider, "sendgrid");
 }
 
@@ -261,13 +224,9 @@ async fn email_is_retried_when_both_providers_fail() {
 async fn email_uses_sendgrid_when_resend_is_not_configured() {
     let app = spawn_app_with(Backend::Sqlite, seeding().unset("RESEND_API_KEY")).await;
     customer_with_password(&app, "maria@example.com", "old password 1").await;
-    app.post(
-        "/api/auth/password/forgot",
-        None,
-        json!({ "email": "maria@example.com" }),
-    )
-    .await
-    .assert_status(202);
+    app.forgot_password("maria@example.com")
+        .await
+        .assert_status(202);
     assert_eq!(app.fakes.next_email().await.provider, "sendgrid");
 }
 
@@ -318,20 +277,12 @@ async fn a_seed_with_a_weak_password_or_bad_email_is_a_bad_request() {
 #[actix_web::test]
 async fn a_reset_with_a_short_password_or_an_unknown_token_is_refused() {
     let app = spawn_app(Backend::Sqlite).await;
-    app.post(
-        "/api/auth/password/reset",
-        None,
-        json!({ "token": "made-up-token", "password": "long enough password" }),
-    )
-    .await
-    .assert_error(400, "bad_request");
-    app.post(
-        "/api/auth/password/reset",
-        None,
-        json!({ "token": "made-up-token", "password": "short" }),
-    )
-    .await
-    .assert_error(400, "bad_request");
+    app.reset_password("made-up-token", "long enough password")
+        .await
+        .assert_error(400, "bad_request");
+    app.reset_password("made-up-token", "short")
+        .await
+        .assert_error(400, "bad_request");
 }
 
 #[actix_web::test]

@@ -122,11 +122,7 @@ async fn customers_and_drivers_are_forbidden_on_admin_endpoints() {
     let driver_id = driver_user["id"].as_str().unwrap();
     for token in [&customer, &driver] {
         let message = app
-            .post(
-                "/api/admin/users",
-                Some(token),
-                json!({ "role": "admin", "email": "x@y.com" }),
-            )
+            .create_user(token, json!({ "role": "admin", "email": "x@y.com" }))
             .await
             .assert_error(403, "forbidden");
         assert!(message.contains("admins"), "{message}");
@@ -158,9 +154,8 @@ async fn operators_dispatch_but_do_not_manage_accounts() {
     let admin = app
         .seed_admin("admin@goumuve.com", "admin password 1")
         .await;
-    app.post(
-        "/api/admin/users",
-        Some(&admin),
+    app.create_user(
+        &admin,
         json!({ "role": "operator", "email": "op@goumuve.com", "password": "operator password" }),
     )
     .await
@@ -174,13 +169,9 @@ async fn operators_dispatch_but_do_not_manage_accounts() {
         .to_owned();
     let (_, driver) = app.sms_login("305-555-0126", Some("driver")).await;
 
-    app.post(
-        "/api/admin/users",
-        Some(&operator),
-        json!({ "role": "admin", "email": "x@y.com" }),
-    )
-    .await
-    .assert_error(403, "forbidden");
+    app.create_user(&operator, json!({ "role": "admin", "email": "x@y.com" }))
+        .await
+        .assert_error(403, "forbidden");
     let approved = app
         .post(
             &format!(

@@ -297,6 +297,25 @@ impl TestApp {
         )
     }
 
+    pub async fn forgot_password(&self, email: &str) -> Reply {
+        self.post("/api/auth/password/forgot", None, json!({ "email": email }))
+            .await
+    }
+
+    pub async fn reset_password(&self, token: &str, password: &str) -> Reply {
+        self.post(
+            "/api/auth/password/reset",
+            None,
+            json!({ "token": token, "password": password }),
+        )
+        .await
+    }
+
+    /// `POST /api/admin/users` with the given token.
+    pub async fn create_user(&self, token: &str, body: Value) -> Reply {
+        self.post("/api/admin/users", Some(token), body).await
+    }
+
     pub async fn login(&self, email: &str, password: &str) -> Reply {
         self.post(
             "/api/auth/login",
