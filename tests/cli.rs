@@ -23,8 +23,9 @@ fn engine(dir: &Path) -> Command {
     command
 }
 
-/// Reads the engine's log until it says where it listens; returns `http://host:port`.
-async fn listening_address(child: &mut Child) -> String {
+/// Reads the engine's log until it says where it listens; returns `http://host:port` and the
+/// rest of the log, collected until the engine exits.
+async fn listening_address(child: &mut Child) -> (String, tokio::task::JoinHandle<String>) {
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
     let find = async {
@@ -35,9 +36,18 @@ async fn listening_address(child: &mut Child) -> String {
         }
         panic!("the engine exited without listening");
     };
-    tokio::time::timeout(Duration::from_secs(60), find)
+    let address = tokio::time::timeout(Duration::from_secs(60), find)
         .await
-        .expect("the engine listens")
+        .expect("the engine listens");
+    let rest = tokio::spawn(async move {
+        let mut log = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    (address, rest)
 }
 
 fn terminate(child: &Child) {
@@ -53,7 +63,7 @@ fn terminate(child: &Child) {
 async fn serve_is_the_default_creates_the_database_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = engine(dir.path()).env("PORT", "0").spawn().unwrap();
-    let address = listening_address(&mut child).await;
+    let (address, _) = listening_address(&mut child).await;
 
     let health = reqwest::get(format!("{address}/healthz")).await.unwrap();
     assert_eq!(health.status(), 200);
@@ -187,7 +197,7 @@ async fn create_admin_then_sign_in_over_http() {
         .env("PORT", "0")
         .spawn()
         .unwrap();
-    let address = listening_address(&mut child).await;
+    let (address, _) = listening_address(&mut child).await;
     let client = reqwest::Client::new();
     for (email, password, role) in [
         ("chief@goumuve.com", "correct horse battery", "admin"),
@@ -284,4 +294,80 @@ async fn migrate_accepts_both_postgres_schemes() {
     .await
     .unwrap();
     admin.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn logs_never_contain_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwt_secret = "jwt-secret-that-must-not-leak-0123";
+    let secret_key = "secret-key-that-must-not-leak-0123";
+    let password = "password-that-must-not-leak";
+    let created = engine(dir.path())
+        .env("JWT_SECRET", jwt_secret)
+        .args([
+            "create-admin",
+            "--email",
+            "chief@goumuve.com",
+            "--password",
+            password,
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(created.status.success());
+    let mut child = engine(dir.path())
+        .env("APP_ENV", "production")
+        .env("RUST_LOG", "debug")
+        .env("JWT_SECRET", jwt_secret)
+        .env("SECRET_KEY", secret_key)
+        .env("DATABASE_URL", "sqlite://umuve.db")
+        .env("PORT", "0")
+        .spawn()
+        .unwrap();
+    let (address, log) = listening_address(&mut child).await;
+    let client = reqwest::Client::new();
+    let session: serde_json::Value = client
+        .post(format!("{address}/api/auth/login"))
+        .json(&serde_json::json!({ "email": "chief@goumuve.com", "password": password }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = session["token"].as_str().expect("signed in").to_owned();
+    let me = client
+        .get(format!("{address}/api/me?token={token}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let wrong = client
+        .post(format!("{address}/api/auth/login"))
+        .json(&serde_json::json!({ "email": "chief@goumuve.com", "password": "wrong-password-also-secret" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    terminate(&child);
+    child.wait().await.unwrap();
+    let log = log.await.unwrap();
+    assert!(
+        log.contains("request finished"),
+        "requests are logged: {log}"
+    );
+    for secret in [
+        jwt_secret,
+        secret_key,
+        password,
+        "wrong-password-also-secret",
+        token.as_str(),
+    ] {
+        assert!(
+            !log.contains(secret),
+            "{secret} leaked into the log:\n{log}"
+        );
+    }
 }
