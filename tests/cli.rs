@@ -235,9 +235,11 @@ async fn migrate_creates_the_schema_and_exits() {
     assert!(dir.path().join("data.db").exists());
 }
 
-/// `postgresql://` works as well as `postgres://` (against a throwaway database).
-#[tokio::test]
-async fn migrate_accepts_both_postgres_schemes() {
+/// A database of its own on the PostgreSQL server at `TEST_DATABASE_URL`; `None` (the test is
+/// skipped) without one, unless `REQUIRE_POSTGRES=1`.
+async fn throwaway_postgres_database() -> Option<(sqlx::PgConnection, url::Url)> {
+    use sqlx::ConnectOptions;
+    use std::str::FromStr;
     let Ok(server) = std::env::var("TEST_DATABASE_URL") else {
         assert_ne!(
             std::env::var("REQUIRE_POSTGRES").as_deref(),
@@ -245,10 +247,8 @@ async fn migrate_accepts_both_postgres_schemes() {
             "REQUIRE_POSTGRES=1 but TEST_DATABASE_URL is not set"
         );
         eprintln!("skipped: TEST_DATABASE_URL is not set");
-        return;
+        return None;
     };
-    use sqlx::{ConnectOptions, Connection};
-    use std::str::FromStr;
     let name = format!("umuve_cli_{}", uuid::Uuid::new_v4().simple());
     let mut admin = sqlx::postgres::PgConnectOptions::from_str(&server)
         .unwrap()
@@ -261,6 +261,29 @@ async fn migrate_accepts_both_postgres_schemes() {
         .unwrap();
     let mut url = url::Url::parse(&server).unwrap();
     url.set_path(&name);
+    Some((admin, url))
+}
+
+async fn drop_postgres_database(mut admin: sqlx::PgConnection, url: &url::Url) {
+    use sqlx::Connection;
+    let name = url.path().trim_start_matches('/');
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    admin.close().await.unwrap();
+}
+
+/// `postgresql://` works as well as `postgres://` (against a throwaway database).
+#[tokio::test]
+async fn migrate_accepts_both_postgres_schemes() {
+    use sqlx::{ConnectOptions, Connection};
+    use std::str::FromStr;
+    let Some((admin, url)) = throwaway_postgres_database().await else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     for scheme in ["postgresql", "postgres"] {
         let database_url = format!("{scheme}{}", &url.as_str()[url.scheme().len()..]);
@@ -287,13 +310,75 @@ async fn migrate_accepts_both_postgres_schemes() {
         .unwrap();
     assert_eq!(users, 0, "the schema exists");
     migrated.close().await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
-    admin.close().await.unwrap();
+    drop_postgres_database(admin, &url).await;
+}
+
+/// With `SENTRY_DSN` set, a server error reaches Sentry (a fake one on 127.0.0.1). The error is
+/// provoked by dropping the engine's database under it, so `/readyz` answers 503.
+#[actix_web::test]
+async fn server_errors_reach_sentry_when_configured() {
+    let Some((admin, url)) = throwaway_postgres_database().await else {
+        return;
+    };
+    let (envelopes_tx, mut envelopes) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sentry_address = listener.local_addr().unwrap();
+    let fake_sentry = actix_web::HttpServer::new(move || {
+        let envelopes_tx = envelopes_tx.clone();
+        actix_web::App::new().route(
+            "/api/{project}/envelope/",
+            actix_web::web::post().to(move |body: actix_web::web::Bytes| {
+                let _ = envelopes_tx.send(String::from_utf8_lossy(&body).into_owned());
+                async { actix_web::HttpResponse::Ok().json(serde_json::json!({})) }
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    let fake_sentry_handle = fake_sentry.handle();
+    actix_web::rt::spawn(fake_sentry);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = engine(dir.path())
+        .env("DATABASE_URL", url.as_str())
+        .env(
+            "SENTRY_DSN",
+            format!("http://publickey@{sentry_address}/42"),
+        )
+        .env("SENTRY_TRACES_SAMPLE_RATE", "0")
+        .env("PORT", "0")
+        .spawn()
+        .unwrap();
+    let (address, _log) = listening_address(&mut child).await;
+    assert_eq!(
+        reqwest::get(format!("{address}/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    drop_postgres_database(admin, &url).await;
+    assert_eq!(
+        reqwest::get(format!("{address}/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    let envelope = tokio::time::timeout(Duration::from_secs(20), envelopes.recv())
+        .await
+        .expect("an event reached the fake Sentry")
+        .unwrap();
+    assert!(envelope.contains("\"event_id\""), "{envelope}");
+    assert!(envelope.contains("database"), "{envelope}");
+
+    terminate(&child);
+    child.wait().await.unwrap();
+    drop(fake_sentry_handle.stop(false));
 }
 
 #[tokio::test]
