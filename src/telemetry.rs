@@ -1,6 +1,7 @@
 //! Logging (tracing) and error monitoring (Sentry, only when `SENTRY_DSN` is set).
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 
 use sentry::integrations::tracing::{BreadcrumbLayer, ErrorLayer, SpanLayer};
 use tracing_subscriber::filter::LevelFilter;
@@ -43,6 +44,10 @@ pub fn init_sentry(settings: &Settings) -> Option<sentry::ClientInitGuard> {
     let sentry_settings = settings.sentry.as_ref()?;
     let mut options = sentry::ClientOptions::new();
     options.dsn = Some(sentry_settings.dsn.clone());
+    options.before_send = Some(Arc::new(|mut event| {
+        scrub_request(&mut event.request);
+        Some(event)
+    }));
     let options = options
         .release(sentry::release_name!().unwrap_or_default())
         .environment(if settings.is_production() {
@@ -51,6 +56,22 @@ pub fn init_sentry(settings: &Settings) -> Option<sentry::ClientInitGuard> {
             "development"
         })
         .traces_sample_rate(sentry_settings.traces_sample_rate)
-        .send_default_pii(false);
+        .send_default_pii(false)
+        // Request bodies carry passwords, codes and tokens: never sent.
+        .max_request_body_size(sentry::MaxRequestBodySize::None);
     Some(sentry::init(options))
+}
+
+/// Removes what may carry secrets from the request attached to an event: the query string (a
+/// WebSocket token travels there), the body and cookies. Sensitive headers are dropped by
+/// sentry-actix already (`send_default_pii = false`).
+fn scrub_request(request: &mut Option<sentry::protocol::Request>) {
+    if let Some(request) = request {
+        if let Some(url) = &mut request.url {
+            url.set_query(None);
+        }
+        request.query_string = None;
+        request.data = None;
+        request.cookies = None;
+    }
 }

@@ -313,8 +313,8 @@ async fn migrate_accepts_both_postgres_schemes() {
     drop_postgres_database(admin, &url).await;
 }
 
-/// With `SENTRY_DSN` set, a server error reaches Sentry (a fake one on 127.0.0.1). The error is
-/// provoked by dropping the engine's database under it, so `/readyz` answers 503.
+/// With `SENTRY_DSN` set, a server error reaches Sentry (a fake one on 127.0.0.1), without the
+/// request's secrets. The error is provoked by dropping the engine's database under it.
 #[actix_web::test]
 async fn server_errors_reach_sentry_when_configured() {
     let Some((admin, url)) = throwaway_postgres_database().await else {
@@ -362,19 +362,32 @@ async fn server_errors_reach_sentry_when_configured() {
     );
 
     drop_postgres_database(admin, &url).await;
-    assert_eq!(
-        reqwest::get(format!("{address}/readyz"))
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
+    let failed = reqwest::Client::new()
+        .post(format!("{address}/api/auth/login?token=query-secret-123"))
+        .bearer_auth("bearer-secret-456")
+        .json(
+            &serde_json::json!({ "email": "chief@goumuve.com", "password": "password-secret-789" }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(failed.status().is_server_error(), "{}", failed.status());
     let envelope = tokio::time::timeout(Duration::from_secs(20), envelopes.recv())
         .await
         .expect("an event reached the fake Sentry")
         .unwrap();
     assert!(envelope.contains("\"event_id\""), "{envelope}");
-    assert!(envelope.contains("database"), "{envelope}");
+    assert!(envelope.contains("/api/auth/login"), "{envelope}");
+    for secret in [
+        "query-secret-123",
+        "bearer-secret-456",
+        "password-secret-789",
+    ] {
+        assert!(
+            !envelope.contains(secret),
+            "{secret} reached Sentry: {envelope}"
+        );
+    }
 
     terminate(&child);
     child.wait().await.unwrap();
