@@ -44,20 +44,30 @@ impl PasswordHasher {
 
     /// The PHC string (`$argon2id$v=19$...`) of a password.
     pub async fn hash(&self, password: &str) -> anyhow::Result<String> {
-        let _permit = self.permits.acquire().await?;
+        // The permit moves into the blocking task: if the request is dropped (client gone), the
+        // hash still runs to completion and keeps its slot until then.
+        let permit = self.permits.clone().acquire_owned().await?;
         let password = password.to_owned();
-        tokio::task::spawn_blocking(move || hash_now(&password)).await?
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            hash_now(&password)
+        })
+        .await?
     }
 
     /// True when `password` matches `stored`. With no stored hash (no such account, or an account
     /// without a password) it still does the work and answers false.
     pub async fn verify(&self, password: &str, stored: Option<&str>) -> anyhow::Result<bool> {
-        let _permit = self.permits.acquire().await?;
+        let permit = self.permits.clone().acquire_owned().await?;
         let password = password.to_owned();
         let stored = stored.map(str::to_owned);
         tokio::task::spawn_blocking(move || match stored {
-            Some(stored) => Ok(verify_now(&password, &stored)),
+            Some(stored) => {
+                let _permit = permit;
+                Ok(verify_now(&password, &stored))
+            }
             None => {
+                let _permit = permit;
                 let dummy = match DUMMY_HASH.get() {
                     Some(hash) => hash,
                     None => {
