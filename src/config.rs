@@ -192,9 +192,9 @@ pub struct Settings {
     pub dispatch: DispatchSettings,
     /// `PUBLIC_URL`: where people reach the engine or its portal; reset links point here.
     pub public_url: Url,
-    /// `TRUST_PROXY_HEADERS`: take the client address from `X-Forwarded-For` / `Forwarded`
-    /// (only behind a proxy that sets them); otherwise the socket's peer address.
-    pub trust_proxy_headers: bool,
+    /// `TRUSTED_PROXY_HOPS`: how many proxies in front of the engine append to
+    /// `X-Forwarded-For`; 0 (no proxy) takes the socket's peer as the client.
+    pub trusted_proxy_hops: usize,
     /// `OUTBOUND_RETRY_BASE_MS`: first wait before an SMS/email is retried.
     pub outbound_retry_base: Duration,
     /// `HTTP_WORKERS`: worker threads (default: one per core).
@@ -281,14 +281,6 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
                 "http" | "https" => Ok(url),
                 other => Err(format!("scheme {other:?} is not http or https")),
             }
-        })
-    }
-
-    fn flag(&mut self, name: &str) -> bool {
-        self.parsed(name, false, |raw| match raw.to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => Ok(true),
-            "0" | "false" | "no" | "off" => Ok(false),
-            _ => Err(format!("{raw:?} is not true or false")),
         })
     }
 
@@ -548,7 +540,7 @@ impl Settings {
 
         let default_public_url = format!("http://{host}:{port}");
         let public_url = r.url("PUBLIC_URL", &default_public_url);
-        let trust_proxy_headers = r.flag("TRUST_PROXY_HEADERS");
+        let trusted_proxy_hops = r.number("TRUSTED_PROXY_HOPS", 0usize);
         let outbound_retry_base = Duration::from_millis(r.number("OUTBOUND_RETRY_BASE_MS", 500));
         let http_workers = r
             .get("HTTP_WORKERS")
@@ -561,6 +553,19 @@ impl Settings {
                 _ => Err(format!("{raw:?} is not text or json")),
             }
         });
+
+        for name in ["REDIS_URL", "RATELIMIT_STORAGE_URI"] {
+            if r.get(name).is_some() {
+                warnings.push(format!(
+                    "{name} is set but not used yet: this engine runs as a single node with in-memory rate limits"
+                ));
+            }
+        }
+        if production && r.get("PUBLIC_URL").is_none() {
+            warnings.push(format!(
+                "PUBLIC_URL is not set: password-reset links will point to {default_public_url}"
+            ));
+        }
 
         if !r.problems.is_empty() {
             // Report each problem once, in a stable order.
@@ -593,7 +598,7 @@ impl Settings {
                 upload_dir,
                 dispatch,
                 public_url,
-                trust_proxy_headers,
+                trusted_proxy_hops,
                 outbound_retry_base,
                 http_workers,
                 log_format,

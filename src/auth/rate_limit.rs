@@ -2,6 +2,8 @@
 //!
 //! - SMS send: at most one per phone per minute, `SMS_PER_PHONE_PER_HOUR` per phone and
 //!   `SMS_PER_IP_PER_HOUR` per client IP.
+//! - Password-reset emails: the same per-recipient limits as SMS, per address (so nobody can
+//!   flood a mailbox through the reset form).
 //! - Verify, login, Apple, password forgot/reset, admin seed: `AUTH_PER_IP_PER_MINUTE` per IP.
 //!
 //! Limits are GCRA (governor): a budget that refills evenly, e.g. 5 per hour is a burst of 5,
@@ -20,6 +22,7 @@ use governor::{Quota, RateLimiter};
 use umuve_actors::clock::SharedClock;
 
 use crate::config::AuthRateLimits;
+use crate::http::client_ip::rate_limit_key;
 
 /// The engine's clock, as governor sees it: time since the Unix epoch.
 #[derive(Clone)]
@@ -51,8 +54,9 @@ fn per_minute(n: u32) -> Quota {
 
 /// The limiters of the auth endpoints.
 pub struct AuthLimiter {
-    sms_per_phone_minute: KeyedLimiter<String>,
-    sms_per_phone_hour: KeyedLimiter<String>,
+    /// Keyed by recipient: a phone (`+1...`) or an email address (`...@...`); they never collide.
+    per_recipient_minute: KeyedLimiter<String>,
+    per_recipient_hour: KeyedLimiter<String>,
     sms_per_ip_hour: KeyedLimiter<IpAddr>,
     auth_per_ip_minute: KeyedLimiter<IpAddr>,
     clock: EngineClock,
@@ -66,8 +70,8 @@ impl AuthLimiter {
     pub fn new(limits: &AuthRateLimits, clock: SharedClock) -> Self {
         let clock = EngineClock(clock);
         Self {
-            sms_per_phone_minute: keyed(per_minute(1), &clock),
-            sms_per_phone_hour: keyed(per_hour(limits.sms_per_phone_per_hour), &clock),
+            per_recipient_minute: keyed(per_minute(1), &clock),
+            per_recipient_hour: keyed(per_hour(limits.sms_per_phone_per_hour), &clock),
             sms_per_ip_hour: keyed(per_hour(limits.sms_per_ip_per_hour), &clock),
             auth_per_ip_minute: keyed(per_minute(limits.auth_per_ip_per_minute), &clock),
             clock,
@@ -86,25 +90,30 @@ impl AuthLimiter {
 
     /// May this IP send a code to this phone now?
     pub fn check_sms_send(&self, ip: IpAddr, phone: &str) -> Result<(), RetryAfter> {
-        let phone = phone.to_owned();
-        self.check(&self.sms_per_ip_hour, &ip)?;
-        self.check(&self.sms_per_phone_minute, &phone)?;
-        self.check(&self.sms_per_phone_hour, &phone)
+        self.check(&self.sms_per_ip_hour, &rate_limit_key(ip))?;
+        self.check_recipient(phone)
+    }
+
+    /// May another message (code, reset link) go to this phone or address now?
+    pub fn check_recipient(&self, recipient: &str) -> Result<(), RetryAfter> {
+        let recipient = recipient.to_owned();
+        self.check(&self.per_recipient_minute, &recipient)?;
+        self.check(&self.per_recipient_hour, &recipient)
     }
 
     /// May this IP make another authentication attempt now?
     pub fn check_auth_attempt(&self, ip: IpAddr) -> Result<(), RetryAfter> {
-        self.check(&self.auth_per_ip_minute, &ip)
+        self.check(&self.auth_per_ip_minute, &rate_limit_key(ip))
     }
 
     /// Forgets keys whose budget is full again, so memory follows recent traffic only.
     pub fn forget_idle_keys(&self) {
-        self.sms_per_phone_minute.retain_recent();
-        self.sms_per_phone_hour.retain_recent();
+        self.per_recipient_minute.retain_recent();
+        self.per_recipient_hour.retain_recent();
         self.sms_per_ip_hour.retain_recent();
         self.auth_per_ip_minute.retain_recent();
-        self.sms_per_phone_minute.shrink_to_fit();
-        self.sms_per_phone_hour.shrink_to_fit();
+        self.per_recipient_minute.shrink_to_fit();
+        self.per_recipient_hour.shrink_to_fit();
         self.sms_per_ip_hour.shrink_to_fit();
         self.auth_per_ip_minute.shrink_to_fit();
     }

@@ -27,7 +27,6 @@ impl RouteTable {
             .iter()
             .map(|(template, item)| {
                 let segments = template
-                    .trim_matches('/')
                     .split('/')
                     .map(|segment| (!segment.starts_with('{')).then(|| segment.to_owned()))
                     .collect();
@@ -48,17 +47,23 @@ impl RouteTable {
         Self { routes }
     }
 
-    /// The methods a concrete path accepts; empty when no route has this path.
+    /// The methods a concrete path accepts; empty when no route has this path. Paths match
+    /// exactly, as the router matches them (`/api/me/` is not `/api/me`).
     pub fn methods_for(&self, path: &str) -> Vec<String> {
-        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let parts: Vec<&str> = path.split('/').collect();
         let mut methods: Vec<String> = self
             .routes
             .iter()
             .filter(|route| {
                 route.segments.len() == parts.len()
-                    && route.segments.iter().zip(&parts).all(|(segment, part)| {
-                        segment.as_deref().is_none_or(|s| s == *part) && !part.is_empty()
-                    })
+                    && route
+                        .segments
+                        .iter()
+                        .zip(&parts)
+                        .all(|(segment, part)| match segment {
+                            Some(literal) => literal == part,
+                            None => !part.is_empty(),
+                        })
             })
             .flat_map(|route| route.methods.iter().cloned())
             .collect();
@@ -81,6 +86,28 @@ impl RouteTable {
                 ),
                 allow: methods.join(", "),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_exact_paths_match() {
+        let table = RouteTable::from_openapi(&crate::startup::openapi_document());
+        assert_eq!(table.methods_for("/api/me"), ["GET", "PATCH"]);
+        assert_eq!(table.methods_for("/api/devices/abc"), ["DELETE"]);
+        for unknown in [
+            "/api/me/",
+            "//api/me",
+            "/api/devices/",
+            "/api/devices/a/b",
+            "/healthz/",
+            "/",
+        ] {
+            assert!(table.methods_for(unknown).is_empty(), "{unknown}");
         }
     }
 }

@@ -85,7 +85,7 @@ pub async fn seed(
     let Some(expected) = &state.settings.admin_seed_secret else {
         return Err(ApiError::NotFound("no route for /api/admin/seed".into()));
     };
-    let ip = client_ip(&req, state.settings.trust_proxy_headers);
+    let ip = client_ip(&req, state.settings.trusted_proxy_hops);
     state
         .auth_limits
         .check_auth_attempt(ip)

@@ -86,7 +86,7 @@ fn rate_limited(RetryAfter(wait): RetryAfter) -> ApiError {
 }
 
 fn check_auth_attempt(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
-    let ip = client_ip(req, state.settings.trust_proxy_headers);
+    let ip = client_ip(req, state.settings.trusted_proxy_hops);
     state
         .auth_limits
         .check_auth_attempt(ip)
@@ -131,7 +131,7 @@ pub async fn sms_send(
             "SMS sign-in is not available right now".into(),
         ));
     };
-    let ip = client_ip(&req, state.settings.trust_proxy_headers);
+    let ip = client_ip(&req, state.settings.trusted_proxy_hops);
     state
         .auth_limits
         .check_sms_send(ip, phone.as_str())
@@ -195,6 +195,12 @@ pub async fn sms_verify(
     match check {
         CodeCheck::Accepted => {
             let user = users::find_or_create_by_phone(&state.db, &phone, role, now).await?;
+            // A phone alone never opens a staff account: holding a SIM is not enough.
+            if user.role.is_dispatcher() {
+                return Err(ApiError::Forbidden(
+                    "staff accounts sign in with email and password".into(),
+                ));
+            }
             Ok(session(&state, user))
         }
         CodeCheck::Wrong { burned: false } => Err(ApiError::Unauthorized("wrong code".into())),
@@ -319,36 +325,44 @@ pub async fn password_forgot(
 ) -> Result<HttpResponse, ApiError> {
     check_auth_attempt(&state, &req)?;
     let email = EmailAddress::parse(&body.email).map_err(ApiError::BadRequest)?;
+    // Every branch answers 202 alike: the answer never tells whether the account exists.
     if let Some(user) = users::by_email(&state.db, &email).await? {
-        let token = new_reset_token();
-        let now = state.clock.now();
-        auth_codes::store_reset_token(
-            &state.db,
-            &state.one_time.reset_token(&token),
-            user.id,
-            now + RESET_TOKEN_LIFETIME,
-            now,
-        )
-        .await?;
-        let mut link = state
-            .settings
-            .public_url
-            .join("reset-password")
-            .map_err(anyhow::Error::from)?;
-        link.query_pairs_mut().append_pair("token", &token);
-        if state
-            .email
-            .try_send(SendEmail(templates::password_reset_email(
-                email.as_str(),
-                link.as_str(),
-            )))
-            .is_err()
-        {
-            // Answering differently would tell the caller the account exists.
-            tracing::error!("password-reset email dropped: the email queue is full");
+        if state.auth_limits.check_recipient(email.as_str()).is_ok() {
+            send_reset_link(&state, &user, &email).await?;
+        } else {
+            tracing::info!(user_id = %user.id, "password-reset email skipped: sent too often to this address");
         }
     }
     Ok(HttpResponse::Accepted().finish())
+}
+
+/// Stores a fresh reset token for `user` and queues the email carrying its link.
+async fn send_reset_link(
+    state: &AppState,
+    user: &User,
+    email: &EmailAddress,
+) -> Result<(), ApiError> {
+    let token = new_reset_token();
+    let now = state.clock.now();
+    auth_codes::store_reset_token(
+        &state.db,
+        &state.one_time.reset_token(&token),
+        user.id,
+        now + RESET_TOKEN_LIFETIME,
+        now,
+    )
+    .await?;
+    let mut link = state
+        .settings
+        .public_url
+        .join("reset-password")
+        .map_err(anyhow::Error::from)?;
+    link.query_pairs_mut().append_pair("token", &token);
+    let message = templates::password_reset_email(email.as_str(), link.as_str());
+    if state.email.try_send(SendEmail(message)).is_err() {
+        tracing::error!(user_id = %user.id, "password-reset email dropped: the email queue is full");
+    }
+    Ok(())
 }
 
 /// Sets a new password with the token of a reset link (single use, one hour).
@@ -370,18 +384,20 @@ pub async fn password_reset(
     check_auth_attempt(&state, &req)?;
     let body = body.into_inner();
     let password = Password::parse(body.password).map_err(ApiError::BadRequest)?;
-    let hash = state.passwords.hash(password.expose()).await?;
-    let reset = auth_codes::reset_password(
-        &state.db,
-        &state.one_time.reset_token(body.token.trim()),
-        &hash,
-        state.clock.now(),
-    )
-    .await?;
-    match reset {
-        Some(_) => Ok(HttpResponse::NoContent().finish()),
-        None => Err(ApiError::BadRequest(
+    let token_hash = state.one_time.reset_token(body.token.trim());
+    let invalid = || {
+        ApiError::BadRequest(
             "this reset link is invalid, already used or expired: ask for a new one".into(),
-        )),
+        )
+    };
+    // Look before hashing, so a made-up token costs no argon2 work. The reset itself re-checks
+    // the token atomically: two requests racing with one token cannot both succeed.
+    if !auth_codes::reset_token_is_live(&state.db, &token_hash, state.clock.now()).await? {
+        return Err(invalid());
     }
+    let hash = state.passwords.hash(password.expose()).await?;
+    auth_codes::reset_password(&state.db, &token_hash, &hash, state.clock.now())
+        .await?
+        .map(|_| HttpResponse::NoContent().finish())
+        .ok_or_else(invalid)
 }

@@ -108,6 +108,17 @@ pub async fn store_reset_token(
     })
 }
 
+/// True when the token exists, is unused and unexpired (a read only; see [`reset_password`]).
+pub async fn reset_token_is_live(
+    db: &Db,
+    token_hash: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    const SQL: &str = "SELECT EXISTS (SELECT 1 FROM password_reset_tokens \
+         WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2)";
+    on_pool!(db, pool => sqlx::query_scalar(SQL).bind(token_hash).bind(now).fetch_one(pool).await)
+}
+
 /// Uses a live reset token to set a new password hash, in one transaction; every other
 /// outstanding token of the user is retired too. `None` when the token is unknown, used or
 /// expired.

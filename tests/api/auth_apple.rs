@@ -63,6 +63,20 @@ async fn a_token_signed_by_apple_signs_in_and_links_by_apple_id(backend: Backend
 }
 
 #[actix_web::test]
+async fn sql_metacharacters_in_names_and_apple_ids_are_plain_text() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let (key, _) = keys();
+    app.fakes.publish_apple_keys(key_set(&[key]));
+    let sub = "001'; DROP TABLE users; --";
+    let name = "Robert'); DELETE FROM users WHERE ('1'='1";
+    let first = sign_in(&app, &key.sign(&claims(&app, sub)), Some(name)).await;
+    let user = first.assert_status(200)["user"].clone();
+    assert_eq!(user["name"], name);
+    let again = sign_in(&app, &key.sign(&claims(&app, sub)), None).await;
+    assert_eq!(again.assert_status(200)["user"], user);
+}
+
+#[actix_web::test]
 async fn a_token_for_another_app_is_refused() {
     let app = spawn_app(Backend::Sqlite).await;
     let (key, _) = keys();

@@ -231,6 +231,53 @@ async fn email_uses_sendgrid_when_resend_is_not_configured() {
 }
 
 #[actix_web::test]
+async fn reset_emails_to_one_address_are_throttled() {
+    let app = spawn_app_with(Backend::Sqlite, seeding()).await;
+    customer_with_password(&app, "maria@example.com", "old password 1").await;
+    app.forgot_password("maria@example.com")
+        .await
+        .assert_status(202);
+    app.fakes.next_email().await;
+    // Asked again at once: the same answer, but no second email.
+    app.forgot_password("maria@example.com")
+        .await
+        .assert_status(202);
+    // An hour later the first link is dead, and so would be a second one sent back then; the
+    // next email to arrive must carry a link made now, which works.
+    app.clock.advance(Duration::minutes(61));
+    app.forgot_password("maria@example.com")
+        .await
+        .assert_status(202);
+    let token = app.fakes.next_email().await.reset_token();
+    app.reset_password(&token, "new password 2")
+        .await
+        .assert_status(204);
+}
+
+#[actix_web::test]
+async fn sql_metacharacters_in_reset_and_seed_fields_are_plain_text() {
+    let app = spawn_app_with(Backend::Sqlite, seeding()).await;
+    app.post(
+        "/api/admin/seed",
+        None,
+        json!({ "secret": "' OR '1'='1", "email": "ops@goumuve.com", "password": "correct horse battery" }),
+    )
+    .await
+    .assert_error(403, "forbidden");
+    app.reset_password("' OR used_at IS NULL; --", "long enough password")
+        .await
+        .assert_error(400, "bad_request");
+    app.forgot_password("o'brien'--@example.com")
+        .await
+        .assert_status(202);
+    app.forgot_password("x'; DROP TABLE users; --")
+        .await
+        .assert_error(400, "bad_request");
+    app.seed_admin("o'hara+ops@goumuve.com", "correct horse battery")
+        .await;
+}
+
+#[actix_web::test]
 async fn a_seed_with_the_wrong_secret_is_forbidden() {
     let app = spawn_app_with(Backend::Sqlite, seeding()).await;
     app.post(

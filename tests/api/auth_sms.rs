@@ -16,6 +16,7 @@ on_both_databases!(
     the_fifth_wrong_try_burns_the_code,
     a_code_works_only_once,
     concurrent_verifications_let_exactly_one_in,
+    a_staff_phone_does_not_open_a_staff_account,
 );
 
 async fn a_customer_signs_in_end_to_end_through_twilio(backend: Backend) {
@@ -167,6 +168,32 @@ async fn concurrent_verifications_let_exactly_one_in(backend: Backend) {
     }
 }
 
+async fn a_staff_phone_does_not_open_a_staff_account(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        Env::default().set("ADMIN_SEED_SECRET", "seed-secret"),
+    )
+    .await;
+    let admin = app
+        .seed_admin("ops@goumuve.com", "correct horse battery")
+        .await;
+    for (role, phone) in [("operator", "305-555-0180"), ("admin", "305-555-0181")] {
+        app.create_user(
+            &admin,
+            json!({ "role": role, "email": format!("{role}2@goumuve.com"), "phone": phone }),
+        )
+        .await
+        .assert_status(201);
+        app.send_sms_code(phone).await.assert_status(202);
+        let code = app.fakes.next_sms().await.code();
+        let message = app
+            .verify_sms_code(phone, &code, None)
+            .await
+            .assert_error(403, "forbidden");
+        assert!(message.contains("email and password"), "{message}");
+    }
+}
+
 // Input checks and limits happen before storage; SQLite suffices.
 
 #[actix_web::test]
@@ -282,4 +309,56 @@ async fn production_without_twilio_refuses_to_send_codes() {
     app.send_sms_code("305-555-0118")
         .await
         .assert_error(503, "unavailable");
+}
+
+#[actix_web::test]
+async fn behind_a_proxy_the_limit_keys_on_the_address_the_proxy_saw() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        Env::default()
+            .set("TRUSTED_PROXY_HOPS", "1")
+            .set("AUTH_PER_IP_PER_MINUTE", "2"),
+    )
+    .await;
+    let verify_from = |forwarded: &str| {
+        app.send(
+            app.client
+                .post(app.url("/api/auth/sms/verify"))
+                .header("x-forwarded-for", forwarded)
+                .json(&json!({ "phone": "305-555-0191", "code": "000000" })),
+        )
+    };
+    // The client writes whatever it likes on the left; the proxy appends the real address.
+    verify_from("10.0.0.1, 203.0.113.9")
+        .await
+        .assert_error(401, "unauthorized");
+    verify_from("10.0.0.2, 203.0.113.9")
+        .await
+        .assert_error(401, "unauthorized");
+    verify_from("10.0.0.3, 203.0.113.9")
+        .await
+        .assert_error(429, "rate_limited");
+    verify_from("203.0.113.10")
+        .await
+        .assert_error(401, "unauthorized");
+}
+
+#[actix_web::test]
+async fn without_a_proxy_forwarded_headers_are_ignored() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        Env::default().set("AUTH_PER_IP_PER_MINUTE", "2"),
+    )
+    .await;
+    for (i, expected) in [(1, 401), (2, 401), (3, 429)] {
+        let reply = app
+            .send(
+                app.client
+                    .post(app.url("/api/auth/sms/verify"))
+                    .header("x-forwarded-for", format!("198.51.100.{i}"))
+                    .json(&json!({ "phone": "305-555-0192", "code": "000000" })),
+            )
+            .await;
+        assert_eq!(reply.status, expected, "{}", reply.text);
+    }
 }

@@ -203,6 +203,7 @@ async fn cors_allows_only_the_configured_origins() {
     );
 
     let refused = app.send(preflight("https://evil.example.com")).await;
+    refused.assert_error(400, "bad_request");
     assert!(!refused.headers.contains_key("access-control-allow-origin"));
 
     let simple = app
@@ -228,4 +229,47 @@ async fn without_cors_origins_no_cross_origin_headers_are_sent() {
         .await;
     assert_eq!(reply.status, 200);
     assert!(!reply.headers.contains_key("access-control-allow-origin"));
+}
+
+#[actix_web::test]
+async fn every_endpoint_names_a_missing_field() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        Env::default().set("ADMIN_SEED_SECRET", "seed-secret"),
+    )
+    .await;
+    let (token, _) = app.sms_login("305-555-0190", None).await;
+    let cases = [
+        ("/api/auth/sms/send", json!({}), "phone"),
+        ("/api/auth/sms/verify", json!({ "code": "123456" }), "phone"),
+        ("/api/auth/login", json!({ "email": "a@b.com" }), "password"),
+        (
+            "/api/auth/apple",
+            json!({ "name": "Ana" }),
+            "identity_token",
+        ),
+        ("/api/auth/password/forgot", json!({}), "email"),
+        (
+            "/api/auth/password/reset",
+            json!({ "password": "long enough" }),
+            "token",
+        ),
+        (
+            "/api/admin/seed",
+            json!({ "secret": "seed-secret", "email": "a@b.com" }),
+            "password",
+        ),
+        (
+            "/api/devices",
+            json!({ "token": "ab", "platform": "ios" }),
+            "app",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let message = app
+            .post(path, Some(&token), body)
+            .await
+            .assert_error(400, "bad_request");
+        assert!(message.contains(field), "{path}: {message}");
+    }
 }
