@@ -109,6 +109,37 @@ pub struct StripeSettings {
 pub struct PricingSettings {
     pub commission_percent: u32,
     pub service_fee_cents: i64,
+    /// `LOAD_SIZE_PRICES_CENTS`: the price of each load size, in the order of
+    /// `LoadSize::ALL` (single item, quarter, half, three quarter, full truck).
+    pub load_size_prices_cents: [i64; 5],
+}
+
+/// Default prices per load size (cents): single item, ¼, ½, ¾, full truck.
+pub const DEFAULT_LOAD_SIZE_PRICES_CENTS: [i64; 5] = [9_900, 17_900, 29_900, 39_900, 49_900];
+
+fn parse_load_size_prices(raw: &str) -> Result<[i64; 5], String> {
+    use umuve_actors::realtime::model::LoadSize;
+    let mut prices = DEFAULT_LOAD_SIZE_PRICES_CENTS;
+    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, cents) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?} is not size=cents"))?;
+        let size = LoadSize::parse(name.trim()).ok_or_else(|| {
+            format!("{name:?} is not a load size (single_item, quarter, half, three_quarter, full)")
+        })?;
+        let cents: i64 = cents
+            .trim()
+            .parse()
+            .ok()
+            .filter(|c| *c > 0)
+            .ok_or_else(|| format!("{cents:?} is not a positive number of cents"))?;
+        let index = LoadSize::ALL
+            .iter()
+            .position(|s| *s == size)
+            .expect("ALL lists every size");
+        prices[index] = cents;
+    }
+    Ok(prices)
 }
 
 /// `APNS_ENDPOINT`.
@@ -417,6 +448,11 @@ impl Settings {
         let pricing = PricingSettings {
             commission_percent: r.number("PLATFORM_COMMISSION_PERCENT", 20),
             service_fee_cents: r.number("SERVICE_FEE_CENTS", 1500),
+            load_size_prices_cents: r.parsed(
+                "LOAD_SIZE_PRICES_CENTS",
+                DEFAULT_LOAD_SIZE_PRICES_CENTS,
+                parse_load_size_prices,
+            ),
         };
         if pricing.commission_percent > 100 {
             r.problems
@@ -730,6 +766,19 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(error.problems.len(), 3, "{error}");
+    }
+
+    #[test]
+    fn load_size_prices_override_the_defaults_one_by_one() {
+        let s = load(&[("LOAD_SIZE_PRICES_CENTS", "half=31000, full=52000")])
+            .unwrap()
+            .settings;
+        assert_eq!(
+            s.pricing.load_size_prices_cents,
+            [9_900, 17_900, 31_000, 39_900, 52_000]
+        );
+        assert!(load(&[("LOAD_SIZE_PRICES_CENTS", "huge=1")]).is_err());
+        assert!(load(&[("LOAD_SIZE_PRICES_CENTS", "half=-5")]).is_err());
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! - [`startup`]: builds storage, actors and the HTTP server from settings.
 //! - [`state`]: what handlers share.
 //! - [`routes`]: one module per resource; each handler documents itself for OpenAPI.
+//! - [`ws`]: the WebSocket endpoint and the session actors.
+//! - [`jobs`]: pricing and the one function that changes a job's status.
 //! - [`http`]: the error model, the edge middleware, client addresses, 404/405.
 //! - [`auth`]: tokens, role extractors, passwords, SMS codes, Apple, rate limits.
 //! - [`domain`]: values parsed at the boundary (`Phone`, `EmailAddress`, `Role`, ...).
@@ -23,9 +25,11 @@ pub mod domain;
 pub mod housekeeping;
 pub mod http;
 pub mod integrations;
+pub mod jobs;
 pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod templates;
+pub mod ws;

@@ -110,11 +110,11 @@ impl Application {
         db.migrate().await.context("cannot migrate the database")?;
         let listener = TcpListener::bind((settings.host, settings.port))
             .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
-        Self::build_with(settings, db, clock, listener)
+        Self::build_with(settings, db, clock, listener).await
     }
 
     /// Builds on an open database and a bound listener.
-    pub fn build_with(
+    pub async fn build_with(
         settings: Settings,
         db: Db,
         clock: SharedClock,
@@ -129,6 +129,7 @@ impl Application {
 
         let state = web::Data::new(AppState::start(settings, db, clock));
         Housekeeper::new(state.clone().into_inner()).start();
+        restore_realtime_state(&state).await?;
 
         let document = openapi_document();
         let route_table = web::Data::new(RouteTable::from_openapi(&document));
@@ -184,10 +185,34 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until stopped (SIGTERM, SIGINT or a handle), then closes the database pool.
+    /// Serves until stopped (SIGTERM, SIGINT or a handle), then stops the realtime actors and
+    /// closes the database pool.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
+        self.state.hub.stop();
         self.state.db.close().await;
         result
     }
+}
+
+/// The database is the truth after a restart: drivers (approval, active job, last position,
+/// which counts as stale until they report again) go back to the geo index, active jobs to the
+/// dispatch map.
+async fn restore_realtime_state(state: &AppState) -> anyhow::Result<()> {
+    use umuve_actors::realtime::dispatch_map::SeedMapJobs;
+    use umuve_actors::realtime::geo_index::Restore;
+    let drivers = crate::storage::positions::restore(&state.db)
+        .await
+        .context("cannot read driver positions")?;
+    let jobs = crate::storage::jobs::active(&state.db)
+        .await
+        .context("cannot read active jobs")?;
+    tracing::info!(
+        drivers = drivers.len(),
+        jobs = jobs.len(),
+        "realtime state restored"
+    );
+    state.hub.geo.do_send(Restore(drivers));
+    state.hub.map.do_send(SeedMapJobs(jobs));
+    Ok(())
 }

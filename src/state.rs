@@ -19,7 +19,11 @@ use crate::config::Settings;
 use crate::integrations::{
     http_client, resend::ResendEmail, sendgrid::SendGridEmail, twilio::TwilioSms,
 };
+use crate::jobs::Pricing;
 use crate::storage::Db;
+use crate::storage::positions::DbPositionStore;
+use umuve_actors::geo::ServiceArea;
+use umuve_actors::realtime::hub::{Hub, HubSettings};
 
 pub struct AppState {
     pub settings: Arc<Settings>,
@@ -34,6 +38,9 @@ pub struct AppState {
     pub sms: Option<Addr<SmsSender>>,
     pub email: Addr<EmailSender>,
     pub apple: AppleVerifier,
+    /// The realtime actors (geo index, rooms, map, session registry).
+    pub hub: Hub,
+    pub pricing: Pricing,
 }
 
 impl AppState {
@@ -81,12 +88,23 @@ impl AppState {
             settings.apple.client_ids.clone(),
             clock.clone(),
         );
+        let hub = Hub::start(
+            HubSettings {
+                driver_stale: settings.dispatch.driver_stale,
+                map_tick: settings.dispatch.map_tick,
+            },
+            clock.clone(),
+            Arc::new(ServiceArea::south_florida()),
+            Arc::new(DbPositionStore { db: db.clone() }),
+        );
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             tokens: TokenKeys::new(settings.jwt_secret.expose_secret().as_bytes()),
             one_time: OneTimeHasher::new(settings.secret_key.expose_secret().as_bytes()),
             passwords: PasswordHasher::new(cores),
             auth_limits: AuthLimiter::new(&settings.rate_limits, clock.clone()),
+            pricing: Pricing::new(settings.pricing),
+            hub,
             settings: Arc::new(settings),
             db,
             clock,

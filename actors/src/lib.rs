@@ -8,7 +8,11 @@
 //! - [`ids`]: typed identifiers (`UserId`, `JobId`, `DriverId`, `OfferId`).
 //! - [`clock`]: the time source; tests control it instead of sleeping.
 //! - [`outbound`]: SMS and email senders with retries and provider fallback.
+//! - [`geo`]: coordinates, distances, the tri-county service area.
+//! - [`realtime`]: the geo index, job rooms, the dispatch map, the session registry.
 
 pub mod clock;
+pub mod geo;
 pub mod ids;
 pub mod outbound;
+pub mod realtime;

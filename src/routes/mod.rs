@@ -10,14 +10,30 @@ use crate::http::ErrorBody;
 pub mod admin;
 pub mod auth;
 pub mod devices;
+pub mod drivers;
+pub mod jobs;
 pub mod me;
 pub mod ops;
+pub mod service_area;
 
 /// Registers every route.
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(ops::healthz)
         .service(ops::readyz)
         .service(ops::openapi_json)
+        .service(ops::metrics)
+        .service(crate::ws::upgrade)
+        .service(service_area::service_area)
+        .service(service_area::check)
+        .service(jobs::create_job)
+        .service(jobs::list_jobs)
+        .service(jobs::get_job)
+        .service(jobs::cancel_job)
+        .service(jobs::move_job)
+        .service(jobs::assign_job)
+        .service(drivers::set_availability)
+        .service(drivers::nearby)
+        .service(drivers::live)
         .service(auth::sms_send)
         .service(auth::sms_verify)
         .service(auth::login)

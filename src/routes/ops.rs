@@ -66,3 +66,49 @@ pub async fn openapi_json(doc: web::Data<OpenApiJson>) -> HttpResponse {
         .content_type("application/json")
         .body(doc.0.clone())
 }
+
+/// Prometheus metrics: sockets, messages, drops, mailbox depths, fan-out latency, process memory.
+#[utoipa::path(tag = "operations", responses((status = 200, description = "Prometheus text format")))]
+#[get("/metrics")]
+pub async fn metrics() -> HttpResponse {
+    use prometheus::Encoder;
+    let registry = &umuve_actors::realtime::metrics::METRICS.registry;
+    let mut families = registry.gather();
+    families.extend(process_metrics());
+    let mut text = Vec::new();
+    if let Err(error) = prometheus::TextEncoder::new().encode(&families, &mut text) {
+        tracing::error!(%error, "could not encode metrics");
+    }
+    HttpResponse::Ok()
+        .content_type(prometheus::TEXT_FORMAT)
+        .body(text)
+}
+
+/// Resident memory of this process, read from /proc (Linux); nothing elsewhere.
+fn process_metrics() -> Vec<prometheus::proto::MetricFamily> {
+    let Some(rss_bytes) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<i64>()
+                        .ok()
+                })
+                .map(|kib| kib * 1024)
+        })
+    else {
+        return Vec::new();
+    };
+    let gauge = prometheus::IntGauge::new(
+        "process_resident_memory_bytes",
+        "Resident memory size in bytes",
+    )
+    .expect("valid metric");
+    gauge.set(rss_bytes);
+    prometheus::core::Collector::collect(&gauge)
+}

@@ -17,6 +17,8 @@ use crate::config::DatabaseUrl;
 
 pub mod auth_codes;
 pub mod devices;
+pub mod jobs;
+pub mod positions;
 pub mod users;
 
 /// A connection pool to one of the two supported databases.

@@ -23,6 +23,19 @@ const EXPECTED: &[(&str, &str)] = &[
     ("POST", "/api/admin/users"),
     ("GET", "/api/admin/users"),
     ("POST", "/api/admin/drivers/{id}/approve"),
+    ("GET", "/metrics"),
+    ("GET", "/ws"),
+    ("GET", "/api/service-area"),
+    ("GET", "/api/service-area/check"),
+    ("POST", "/api/jobs"),
+    ("GET", "/api/jobs"),
+    ("GET", "/api/jobs/{id}"),
+    ("POST", "/api/jobs/{id}/cancel"),
+    ("POST", "/api/jobs/{id}/status"),
+    ("POST", "/api/jobs/{id}/assign"),
+    ("PUT", "/api/drivers/me/availability"),
+    ("GET", "/api/drivers/nearby"),
+    ("GET", "/api/drivers/live"),
 ];
 
 #[actix_web::test]

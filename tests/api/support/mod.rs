@@ -66,6 +66,7 @@ pub struct TestApp {
     pub clock: ManualClock,
     pub fakes: FakeServices,
     pub db: Db,
+    pub hub: umuve_actors::realtime::hub::Hub,
     handle: ServerHandle,
     _database: TestDatabase,
 }
@@ -186,7 +187,9 @@ pub async fn spawn_app_with(backend: Backend, env: Env) -> TestApp {
     let clock = ManualClock::new(start_time());
     let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
     let app = Application::build_with(settings, db.clone(), Arc::new(clock.clone()), listener)
+        .await
         .expect("the engine builds");
+    let hub = app.state().hub.clone();
     let address = format!("http://{}", app.local_addr());
     let handle = app.handle();
     actix_web::rt::spawn(app.run_until_stopped());
@@ -200,6 +203,7 @@ pub async fn spawn_app_with(backend: Backend, env: Env) -> TestApp {
         clock,
         fakes,
         db,
+        hub,
         handle,
         _database: database,
     }
@@ -209,6 +213,7 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         // Sends the stop command now; the returned future only waits for completion.
         drop(self.handle.stop(false));
+        self.hub.stop();
     }
 }
 

@@ -1,0 +1,642 @@
+//! `GeoIndex`: live driver positions in an R-tree, with each driver's availability, approval,
+//! active job, connection and last fix. Positions arrive in batches (see `batcher`), never one
+//! message per fix, and never touch the database one by one: a checkpoint of the positions that
+//! changed is written at most every 15 s, by a spawned future.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rstar::RTree;
+use rstar::primitives::GeomWithData;
+
+use super::metrics::{METRICS, mailbox};
+use super::model::{DriverFix, MapDriver, NearbyDriver};
+use super::rooms::{DriverLocated, RoomDirectory};
+use crate::clock::SharedClock;
+use crate::geo::{BBox, County, LatLng, ServiceArea};
+use crate::ids::{DriverId, JobId};
+
+/// Tree coordinates: longitude scaled by cos(26°) (the middle of the service area) and latitude,
+/// so planar distance is proportional to ground distance within a few percent in the region.
+const LNG_SCALE: f64 = 0.898_794;
+/// Metres per degree of latitude (mean Earth radius).
+const METRES_PER_DEGREE: f64 = 111_195.08;
+/// How far planar distances may be off from great-circle ones (generous: ±4° of latitude around
+/// the region stay within it), so the search never stops early.
+const PLANAR_ERROR: f64 = 1.05;
+/// A driver's county is looked up again after moving this far.
+const AREA_RECHECK_M: f64 = 100.0;
+/// Position batches allowed to wait for the index; more are shed.
+pub const GEO_INDEX_MAILBOX: usize = 1024;
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Positions are written to storage at most this often per driver.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(15);
+
+fn project(at: &LatLng) -> [f64; 2] {
+    [at.lng() * LNG_SCALE, at.lat()]
+}
+
+type TreeEntry = GeomWithData<[f64; 2], DriverId>;
+
+/// A driver's last position as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPosition {
+    pub driver: DriverId,
+    pub at: LatLng,
+    pub heading_deg: Option<f64>,
+    pub ts_ms: i64,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Where checkpoints go (the database, in the engine).
+#[async_trait]
+pub trait PositionStore: Send + Sync + 'static {
+    async fn save_positions(&self, positions: Vec<StoredPosition>) -> Result<(), String>;
+}
+
+/// What the index knows of one driver.
+#[derive(Debug, Default)]
+struct Driver {
+    fix: Option<DriverFix>,
+    /// Where the driver sits in the tree; `None` while not searchable (stale, disconnected).
+    point: Option<[f64; 2]>,
+    approved: bool,
+    available: bool,
+    job: Option<JobId>,
+    /// Open sockets.
+    sessions: u32,
+    county: Option<County>,
+    area_checked_at: Option<LatLng>,
+    /// Changed since the last checkpoint.
+    checkpoint_due: bool,
+}
+
+impl Driver {
+    fn map_entry(&self, id: DriverId) -> Option<MapDriver> {
+        let fix = self.fix.as_ref()?;
+        Some(MapDriver {
+            driver_id: id,
+            lat: fix.at.lat(),
+            lng: fix.at.lng(),
+            heading_deg: fix.heading_deg,
+            available: self.available,
+            job_id: self.job,
+            updated_at: fix.received_at,
+            ts: fix.ts_ms,
+            county: self.county,
+            in_service_area: self.county.is_some(),
+        })
+    }
+}
+
+/// Which drivers a search may return.
+#[derive(Debug, Clone, Default)]
+pub struct SearchFilter {
+    /// `Some(true)`: only available drivers; `Some(false)`: only unavailable ones.
+    pub available: Option<bool>,
+    /// Only drivers who could take a job now: approved, connected, available, not on a job,
+    /// inside the service area.
+    pub dispatchable: bool,
+    /// Drivers to leave out (declined or let an offer expire).
+    pub exclude: HashSet<DriverId>,
+}
+
+/// A driver that moved since the last drain, with where the map last saw it.
+#[derive(Debug, Clone)]
+pub struct MapChange {
+    pub driver: MapDriver,
+    pub previous: Option<LatLng>,
+}
+
+/// What changed on the map since the last drain.
+#[derive(Debug, Default, Clone)]
+pub struct MapChanges {
+    pub drivers: Vec<MapChange>,
+    pub offline: Vec<DriverId>,
+}
+
+pub struct GeoIndex {
+    tree: RTree<TreeEntry>,
+    drivers: HashMap<DriverId, Driver>,
+    area: Arc<ServiceArea>,
+    clock: SharedClock,
+    stale_after: chrono::Duration,
+    rooms: Addr<RoomDirectory>,
+    store: Arc<dyn PositionStore>,
+    /// Moved since the last map drain, with their position at that drain.
+    map_moved: HashMap<DriverId, Option<LatLng>>,
+    /// Gone offline since the last map drain.
+    map_offline: HashSet<DriverId>,
+    /// Where each driver was at the last map drain.
+    map_last_seen: HashMap<DriverId, LatLng>,
+    /// A checkpoint write is still running; the next waits for it.
+    checkpoint_running: bool,
+}
+
+impl GeoIndex {
+    pub fn new(
+        area: Arc<ServiceArea>,
+        clock: SharedClock,
+        stale_after: Duration,
+        rooms: Addr<RoomDirectory>,
+        store: Arc<dyn PositionStore>,
+    ) -> Self {
+        Self {
+            tree: RTree::new(),
+            drivers: HashMap::new(),
+            area,
+            clock,
+            stale_after: chrono::Duration::from_std(stale_after)
+                .unwrap_or(chrono::Duration::seconds(60)),
+            rooms,
+            store,
+            map_moved: HashMap::new(),
+            map_offline: HashSet::new(),
+            map_last_seen: HashMap::new(),
+            checkpoint_running: false,
+        }
+    }
+
+    fn is_fresh(&self, driver: &Driver, now: DateTime<Utc>) -> bool {
+        driver
+            .fix
+            .as_ref()
+            .is_some_and(|fix| now - fix.received_at < self.stale_after)
+    }
+
+    /// Takes a driver out of searches and, if the map showed it, tells the map it is offline.
+    fn take_offline(&mut self, id: DriverId) {
+        let Some(driver) = self.drivers.get_mut(&id) else {
+            return;
+        };
+        if let Some(point) = driver.point.take() {
+            self.tree.remove(&GeomWithData::new(point, id));
+            self.map_moved.remove(&id);
+            self.map_offline.insert(id);
+        }
+    }
+
+    fn mark_moved(&mut self, id: DriverId) {
+        let previous = self.map_last_seen.get(&id).copied();
+        self.map_moved.entry(id).or_insert(previous);
+        self.map_offline.remove(&id);
+    }
+
+    /// Applies one fix; false when it is older than what the index has.
+    fn apply_fix(&mut self, id: DriverId, fix: DriverFix) -> bool {
+        let stale_after = self.stale_after;
+        let driver = self.drivers.entry(id).or_default();
+        if let Some(previous) = &driver.fix {
+            // Newest `ts` wins; but a phone whose clock jumped back is believed again once its
+            // last accepted fix has gone stale.
+            let older = fix.ts_ms <= previous.ts_ms;
+            let long_silence = fix.received_at - previous.received_at >= stale_after;
+            if older && !long_silence {
+                return false;
+            }
+        }
+        let point = project(&fix.at);
+        if let Some(old) = driver.point.replace(point) {
+            self.tree.remove(&GeomWithData::new(old, id));
+        }
+        self.tree.insert(GeomWithData::new(point, id));
+        if driver
+            .area_checked_at
+            .is_none_or(|checked| checked.distance_m(&fix.at) > AREA_RECHECK_M)
+        {
+            driver.county = self.area.county_at(&fix.at);
+            driver.area_checked_at = Some(fix.at);
+        }
+        driver.checkpoint_due = true;
+        let job = driver.job;
+        if let Some(job) = job {
+            self.rooms.do_send(DriverLocated {
+                job,
+                driver: id,
+                fix: fix.clone(),
+            });
+        }
+        driver.fix = Some(fix);
+        self.mark_moved(id);
+        true
+    }
+
+    fn sweep_stale(&mut self) {
+        let now = self.clock.now();
+        let stale: Vec<DriverId> = self
+            .drivers
+            .iter()
+            .filter(|(_, d)| d.point.is_some() && !self.is_fresh(d, now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.take_offline(id);
+        }
+        METRICS
+            .drivers
+            .with_label_values(&["known"])
+            .set(self.drivers.len() as i64);
+        METRICS
+            .drivers
+            .with_label_values(&["live"])
+            .set(self.tree.size() as i64);
+    }
+
+    fn checkpoint(&mut self, ctx: &mut Context<Self>) {
+        if self.checkpoint_running {
+            return;
+        }
+        let positions: Vec<StoredPosition> = self
+            .drivers
+            .iter_mut()
+            .filter(|(_, d)| d.checkpoint_due)
+            .filter_map(|(id, d)| {
+                d.checkpoint_due = false;
+                d.fix.as_ref().map(|fix| StoredPosition {
+                    driver: *id,
+                    at: fix.at,
+                    heading_deg: fix.heading_deg,
+                    ts_ms: fix.ts_ms,
+                    recorded_at: fix.received_at,
+                })
+            })
+            .collect();
+        if positions.is_empty() {
+            return;
+        }
+        self.checkpoint_running = true;
+        let store = self.store.clone();
+        let count = positions.len();
+        ctx.spawn(
+            async move { store.save_positions(positions).await }
+                .into_actor(self)
+                .map(move |result, this, _| {
+                    this.checkpoint_running = false;
+                    match result {
+                        Ok(()) => tracing::debug!(count, "driver positions checkpointed"),
+                        Err(error) => {
+                            tracing::warn!(%error, count, "driver position checkpoint failed")
+                        }
+                    }
+                }),
+        );
+    }
+
+    fn search(
+        &self,
+        at: &LatLng,
+        radius_m: f64,
+        limit: usize,
+        filter: &SearchFilter,
+    ) -> Vec<NearbyDriver> {
+        let now = self.clock.now();
+        let mut best: Vec<(f64, DriverId)> = Vec::with_capacity(limit + 1);
+        if limit == 0 {
+            return Vec::new();
+        }
+        for (entry, planar_d2) in self.tree.nearest_neighbor_iter_with_distance_2(project(at)) {
+            // Every further candidate is at least this far on the ground.
+            let lower_bound_m = planar_d2.sqrt() * METRES_PER_DEGREE / PLANAR_ERROR;
+            if lower_bound_m > radius_m
+                || (best.len() == limit && lower_bound_m > best[limit - 1].0)
+            {
+                break;
+            }
+            let id = entry.data;
+            let Some(driver) = self.drivers.get(&id) else {
+                continue;
+            };
+            let Some(fix) = &driver.fix else { continue };
+            let passes = self.is_fresh(driver, now)
+                && filter
+                    .available
+                    .is_none_or(|wanted| driver.available == wanted)
+                && !filter.exclude.contains(&id)
+                && (!filter.dispatchable
+                    || (driver.approved
+                        && driver.sessions > 0
+                        && driver.available
+                        && driver.job.is_none()
+                        && driver.county.is_some()));
+            if !passes {
+                continue;
+            }
+            let distance = fix.at.distance_m(at);
+            if distance > radius_m {
+                continue;
+            }
+            let position = best.partition_point(|(d, _)| *d <= distance);
+            if position < limit {
+                best.insert(position, (distance, id));
+                best.truncate(limit);
+            }
+        }
+        best.into_iter()
+            .filter_map(|(distance_m, id)| {
+                let driver = self.drivers.get(&id)?;
+                let fix = driver.fix.as_ref()?;
+                Some(NearbyDriver {
+                    driver_id: id,
+                    lat: fix.at.lat(),
+                    lng: fix.at.lng(),
+                    distance_m,
+                    available: driver.available,
+                    job_id: driver.job,
+                    updated_at: fix.received_at,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Actor for GeoIndex {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(GEO_INDEX_MAILBOX);
+        ctx.run_interval(SWEEP_EVERY, |this, _| this.sweep_stale());
+        ctx.run_interval(CHECKPOINT_EVERY, |this, ctx| this.checkpoint(ctx));
+    }
+}
+
+/// Positions from one HTTP worker, coalesced (the newest per driver).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct LocationBatch(pub Vec<(DriverId, DriverFix)>);
+
+impl Handler<LocationBatch> for GeoIndex {
+    type Result = ();
+
+    fn handle(&mut self, LocationBatch(fixes): LocationBatch, _: &mut Context<Self>) {
+        mailbox("geo_index").dec();
+        for (id, fix) in fixes {
+            if !self.apply_fix(id, fix) {
+                METRICS
+                    .frames_dropped
+                    .with_label_values(&["out_of_order"])
+                    .inc();
+            }
+        }
+    }
+}
+
+/// Event: a driver opened a socket.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct DriverConnected {
+    pub driver: DriverId,
+    pub approved: bool,
+}
+
+impl Handler<DriverConnected> for GeoIndex {
+    type Result = ();
+
+    fn handle(&mut self, msg: DriverConnected, _: &mut Context<Self>) {
+        let driver = self.drivers.entry(msg.driver).or_default();
+        driver.sessions += 1;
+        driver.approved = msg.approved;
+    }
+}
+
+/// Event: a driver's socket closed. With no socket left the driver goes offline.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct DriverDisconnected {
+    pub driver: DriverId,
+}
+
+impl Handler<DriverDisconnected> for GeoIndex {
+    type Result = ();
+
+    fn handle(&mut self, msg: DriverDisconnected, _: &mut Context<Self>) {
+        let Some(driver) = self.drivers.get_mut(&msg.driver) else {
+            return;
+        };
+        driver.sessions = driver.sessions.saturating_sub(1);
+        if driver.sessions == 0 {
+            self.take_offline(msg.driver);
+        }
+    }
+}
+
+/// Command: set a driver's availability. Refused for drivers not approved.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), NotApproved>")]
+pub struct SetAvailability {
+    pub driver: DriverId,
+    /// The driver's approval as the database has it now, when the caller read it; otherwise the
+    /// index's own knowledge (from the connection and approval events) decides.
+    pub approved: Option<bool>,
+    pub available: bool,
+}
+
+/// Only approved drivers can become available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotApproved;
+
+impl Handler<SetAvailability> for GeoIndex {
+    type Result = Result<(), NotApproved>;
+
+    fn handle(&mut self, msg: SetAvailability, _: &mut Context<Self>) -> Self::Result {
+        let driver = self.drivers.entry(msg.driver).or_default();
+        if let Some(approved) = msg.approved {
+            driver.approved = approved;
+        }
+        if msg.available && !driver.approved {
+            return Err(NotApproved);
+        }
+        let changed = driver.available != msg.available;
+        driver.available = msg.available;
+        if changed && driver.point.is_some() {
+            self.mark_moved(msg.driver);
+        }
+        Ok(())
+    }
+}
+
+/// Event: a dispatcher approved a driver.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct DriverApproved {
+    pub driver: DriverId,
+}
+
+impl Handler<DriverApproved> for GeoIndex {
+    type Result = ();
+
+    fn handle(&mut self, msg: DriverApproved, _: &mut Context<Self>) {
+        self.drivers.entry(msg.driver).or_default().approved = true;
+    }
+}
+
+/// Event: a driver took a job (`Some`) or is done with it (`None`).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetDriverJob {
+    pub driver: DriverId,
+    pub job: Option<JobId>,
+}
+
+impl Handler<SetDriverJob> for GeoIndex {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetDriverJob, _: &mut Context<Self>) {
+        let driver = self.drivers.entry(msg.driver).or_default();
+        if driver.job != msg.job {
+            driver.job = msg.job;
+            if driver.point.is_some() {
+                self.mark_moved(msg.driver);
+            }
+        }
+    }
+}
+
+/// Query: the nearest drivers to a point, by great-circle distance, within a radius.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<NearbyDriver>")]
+pub struct FindNearest {
+    pub at: LatLng,
+    pub radius_m: f64,
+    pub limit: usize,
+    pub filter: SearchFilter,
+}
+
+impl Handler<FindNearest> for GeoIndex {
+    type Result = MessageResult<FindNearest>;
+
+    fn handle(&mut self, msg: FindNearest, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.search(&msg.at, msg.radius_m, msg.limit, &msg.filter))
+    }
+}
+
+/// Query: every live driver (fresh position), optionally within a box.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<MapDriver>")]
+pub struct GetLiveDrivers {
+    pub bbox: Option<BBox>,
+}
+
+impl Handler<GetLiveDrivers> for GeoIndex {
+    type Result = MessageResult<GetLiveDrivers>;
+
+    fn handle(&mut self, msg: GetLiveDrivers, _: &mut Context<Self>) -> Self::Result {
+        let now = self.clock.now();
+        let drivers = match msg.bbox {
+            Some(bbox) => {
+                let envelope = rstar::AABB::from_corners(
+                    project(&LatLng::new(bbox.min_lat, bbox.min_lng).expect("checked box")),
+                    project(&LatLng::new(bbox.max_lat, bbox.max_lng).expect("checked box")),
+                );
+                self.tree
+                    .locate_in_envelope(envelope)
+                    .map(|e| e.data)
+                    .collect::<Vec<_>>()
+            }
+            None => self.tree.iter().map(|e| e.data).collect(),
+        };
+        MessageResult(
+            drivers
+                .into_iter()
+                .filter_map(|id| {
+                    let driver = self.drivers.get(&id)?;
+                    self.is_fresh(driver, now)
+                        .then(|| driver.map_entry(id))
+                        .flatten()
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Query: one driver's live position, if fresh.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<MapDriver>")]
+pub struct GetDriver {
+    pub driver: DriverId,
+}
+
+impl Handler<GetDriver> for GeoIndex {
+    type Result = Option<MapDriver>;
+
+    fn handle(&mut self, msg: GetDriver, _: &mut Context<Self>) -> Self::Result {
+        let driver = self.drivers.get(&msg.driver)?;
+        if !self.is_fresh(driver, self.clock.now()) || driver.point.is_none() {
+            return None;
+        }
+        driver.map_entry(msg.driver)
+    }
+}
+
+/// Query: what changed for the map since the last call (the `DispatchMap` asks every tick).
+#[derive(Debug, Message)]
+#[rtype(result = "MapChanges")]
+pub struct DrainMapChanges;
+
+impl Handler<DrainMapChanges> for GeoIndex {
+    type Result = MessageResult<DrainMapChanges>;
+
+    fn handle(&mut self, _: DrainMapChanges, _: &mut Context<Self>) -> Self::Result {
+        let mut changes = MapChanges::default();
+        for (id, previous) in std::mem::take(&mut self.map_moved) {
+            if let Some(entry) = self.drivers.get(&id).and_then(|d| d.map_entry(id)) {
+                self.map_last_seen.insert(
+                    id,
+                    LatLng::new(entry.lat, entry.lng).expect("stored positions are valid"),
+                );
+                changes.drivers.push(MapChange {
+                    driver: entry,
+                    previous,
+                });
+            }
+        }
+        for id in std::mem::take(&mut self.map_offline) {
+            self.map_last_seen.remove(&id);
+            changes.offline.push(id);
+        }
+        MessageResult(changes)
+    }
+}
+
+/// What the engine remembers of a driver across restarts.
+#[derive(Debug, Clone)]
+pub struct RestoredDriver {
+    pub driver: DriverId,
+    pub approved: bool,
+    pub job: Option<JobId>,
+    pub position: Option<StoredPosition>,
+}
+
+/// Command at start-up: the drivers as storage has them. Positions come back as stale: known,
+/// but out of searches and offline on the map until the driver reports again.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Restore(pub Vec<RestoredDriver>);
+
+impl Handler<Restore> for GeoIndex {
+    type Result = ();
+
+    fn handle(&mut self, Restore(restored): Restore, _: &mut Context<Self>) {
+        for r in restored {
+            let driver = self.drivers.entry(r.driver).or_default();
+            driver.approved = r.approved;
+            driver.job = r.job;
+            if let Some(position) = r.position {
+                driver.county = self.area.county_at(&position.at);
+                driver.area_checked_at = Some(position.at);
+                driver.fix = Some(DriverFix {
+                    at: position.at,
+                    heading_deg: position.heading_deg,
+                    speed_mps: None,
+                    accuracy_m: None,
+                    ts_ms: position.ts_ms,
+                    received_at: position.recorded_at,
+                    received: std::time::Instant::now(),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Starts the realtime actors together on one thread of their own (an arbiter), so the hops
+//! between them (index → rooms, map → index) stay on one thread and cost little; sessions live
+//! on the HTTP workers and reach the hub with batches and commands.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::batcher::LocationSink;
+use super::dispatch_map::DispatchMap;
+use super::geo_index::{GeoIndex, PositionStore};
+use super::registry::SessionRegistry;
+use super::rooms::{ConnectGeoIndex, RoomDirectory};
+use crate::clock::SharedClock;
+use crate::geo::ServiceArea;
+
+#[derive(Debug, Clone, Copy)]
+pub struct HubSettings {
+    /// A position older than this leaves searches and shows offline.
+    pub driver_stale: Duration,
+    /// How often the map sends deltas.
+    pub map_tick: Duration,
+}
+
+/// Addresses of the realtime actors.
+#[derive(Clone)]
+pub struct Hub {
+    pub geo: Addr<GeoIndex>,
+    pub map: Addr<DispatchMap>,
+    pub rooms: Addr<RoomDirectory>,
+    pub sessions: Addr<SessionRegistry>,
+    pub locations: LocationSink,
+    pub area: Arc<ServiceArea>,
+    arbiter: ArbiterHandle,
+}
+
+impl Hub {
+    /// Starts the hub's thread and actors. Must run inside an actix system.
+    pub fn start(
+        settings: HubSettings,
+        clock: SharedClock,
+        area: Arc<ServiceArea>,
+        store: Arc<dyn PositionStore>,
+    ) -> Self {
+        let arbiter = Arbiter::new().handle();
+        let rooms = RoomDirectory::start_in_arbiter(&arbiter, |_| RoomDirectory::new());
+        let geo = {
+            let (area, rooms) = (area.clone(), rooms.clone());
+            GeoIndex::start_in_arbiter(&arbiter, move |_| {
+                GeoIndex::new(area, clock, settings.driver_stale, rooms, store)
+            })
+        };
+        rooms.do_send(ConnectGeoIndex(geo.clone()));
+        let map = {
+            let geo = geo.clone();
+            DispatchMap::start_in_arbiter(&arbiter, move |_| {
+                DispatchMap::new(geo, settings.map_tick)
+            })
+        };
+        let sessions = SessionRegistry::start_in_arbiter(&arbiter, |_| SessionRegistry::default());
+        Self {
+            locations: LocationSink::new(geo.clone()),
+            geo,
+            map,
+            rooms,
+            sessions,
+            area,
+            arbiter,
+        }
+    }
+
+    /// Stops the hub's thread (its actors stop with it).
+    pub fn stop(&self) {
+        self.arbiter.stop();
+    }
+}

@@ -1,0 +1,127 @@
+//! Counters of the realtime path, exported by `GET /metrics` (Prometheus text format).
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+pub struct RealtimeMetrics {
+    pub registry: Registry,
+    /// Open sockets by role.
+    pub connections: IntGaugeVec,
+    /// Frames received, by message type.
+    pub messages_in: IntCounterVec,
+    /// Frames written, by message type.
+    pub messages_out: IntCounterVec,
+    /// Frames not processed or not written, by reason.
+    pub frames_dropped: IntCounterVec,
+    /// Positions replaced by a newer one before anyone saw them (batching, slow readers).
+    pub locations_coalesced: IntCounter,
+    /// Position batches dropped because the geo index was behind.
+    pub locations_shed: IntCounter,
+    /// Sockets closed by the engine, by reason.
+    pub sockets_closed: IntCounterVec,
+    /// Messages waiting for the busy actors.
+    pub mailbox_depth: IntGaugeVec,
+    /// Drivers known to the geo index, and those with a fresh position.
+    pub drivers: IntGaugeVec,
+    /// From a position reaching the engine to its frame being written to a watcher's socket.
+    pub location_fanout_seconds: Histogram,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+impl RealtimeMetrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), labels).unwrap(),
+            )
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).unwrap(),
+            )
+        };
+        Self {
+            connections: gauge_vec(
+                "umuve_ws_connections",
+                "Open WebSocket connections by role",
+                &["role"],
+            ),
+            messages_in: counter_vec(
+                "umuve_ws_messages_in_total",
+                "WebSocket frames received by type",
+                &["type"],
+            ),
+            messages_out: counter_vec(
+                "umuve_ws_messages_out_total",
+                "WebSocket frames written by type",
+                &["type"],
+            ),
+            frames_dropped: counter_vec(
+                "umuve_ws_frames_dropped_total",
+                "Frames dropped (rate limited, shed, slow reader, full mailbox)",
+                &["reason"],
+            ),
+            locations_coalesced: register(
+                &registry,
+                IntCounter::new(
+                    "umuve_locations_coalesced_total",
+                    "Positions superseded by a newer one before delivery",
+                )
+                .unwrap(),
+            ),
+            locations_shed: register(
+                &registry,
+                IntCounter::new(
+                    "umuve_locations_shed_total",
+                    "Positions dropped because the geo index was behind",
+                )
+                .unwrap(),
+            ),
+            sockets_closed: counter_vec(
+                "umuve_ws_closed_by_server_total",
+                "Sockets the engine closed, by reason",
+                &["reason"],
+            ),
+            mailbox_depth: gauge_vec(
+                "umuve_mailbox_depth",
+                "Messages waiting for an actor",
+                &["actor"],
+            ),
+            drivers: gauge_vec("umuve_drivers", "Drivers in the geo index", &["state"]),
+            location_fanout_seconds: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "umuve_location_fanout_seconds",
+                        "From a position reaching the engine to its frame written to a watcher",
+                    )
+                    .buckets(vec![
+                        0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                    ]),
+                )
+                .unwrap(),
+            ),
+            registry,
+        }
+    }
+}
+
+/// The process-wide realtime metrics.
+pub static METRICS: LazyLock<RealtimeMetrics> = LazyLock::new(RealtimeMetrics::new);
+
+/// A gauge that follows a queue: up when a message is sent, down when it is handled.
+pub fn mailbox(actor: &str) -> IntGauge {
+    METRICS.mailbox_depth.with_label_values(&[actor])
+}

@@ -1,0 +1,102 @@
+//! `SessionRegistry`: which sockets each user holds (two phones, several browser tabs), so an
+//! event for a person reaches every screen they have open.
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+
+use super::frame::{Deliver, Frame, SessionId, deliver};
+use super::metrics::METRICS;
+use crate::ids::UserId;
+
+#[derive(Default)]
+pub struct SessionRegistry {
+    by_user: HashMap<UserId, Vec<(SessionId, Recipient<Deliver>)>>,
+}
+
+impl Actor for SessionRegistry {
+    type Context = Context<Self>;
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RegisterSession {
+    pub user: UserId,
+    pub session: SessionId,
+    pub role: &'static str,
+    pub recipient: Recipient<Deliver>,
+}
+
+impl Handler<RegisterSession> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: RegisterSession, _: &mut Context<Self>) {
+        METRICS.connections.with_label_values(&[msg.role]).inc();
+        self.by_user
+            .entry(msg.user)
+            .or_default()
+            .push((msg.session, msg.recipient));
+    }
+}
+
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct UnregisterSession {
+    pub user: UserId,
+    pub session: SessionId,
+    pub role: &'static str,
+}
+
+impl Handler<UnregisterSession> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: UnregisterSession, _: &mut Context<Self>) {
+        if let Some(sessions) = self.by_user.get_mut(&msg.user) {
+            let before = sessions.len();
+            sessions.retain(|(id, _)| *id != msg.session);
+            if sessions.len() < before {
+                METRICS.connections.with_label_values(&[msg.role]).dec();
+            }
+            if sessions.is_empty() {
+                self.by_user.remove(&msg.user);
+            }
+        }
+    }
+}
+
+/// Command: send a status frame to every socket of a user.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct PushToUser {
+    pub user: UserId,
+    pub name: &'static str,
+    pub frame: Frame,
+}
+
+impl Handler<PushToUser> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: PushToUser, _: &mut Context<Self>) {
+        if let Some(sessions) = self.by_user.get(&msg.user) {
+            let message = Deliver::status(msg.name, msg.frame);
+            for (_, recipient) in sessions {
+                deliver(recipient, message.clone());
+            }
+        }
+    }
+}
+
+/// Query: how many sockets a user has open.
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct CountSessions {
+    pub user: UserId,
+}
+
+impl Handler<CountSessions> for SessionRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, msg: CountSessions, _: &mut Context<Self>) -> usize {
+        self.by_user.get(&msg.user).map_or(0, Vec::len)
+    }
+}

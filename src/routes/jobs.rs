@@ -1,0 +1,362 @@
+//! `/api/jobs`: booking, reading, listing, cancelling, status moves, manual assignment.
+
+use actix_web::{HttpResponse, get, post, web};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use umuve_actors::geo::LatLng;
+use umuve_actors::ids::{DriverId, JobId, UserId};
+use umuve_actors::realtime::model::{Job, JobStatus, LoadSize, Mover};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::auth::caller::{Authorized, Caller, Customers, Dispatchers};
+use crate::domain::Role;
+use crate::http::{ApiError, ErrorBody};
+use crate::jobs::{self, Change};
+use crate::state::AppState;
+use crate::storage::jobs::{self as job_store, JobScope, NewJob};
+
+const MAX_ADDRESS_CHARS: usize = 500;
+const MAX_DESCRIPTION_CHARS: usize = 2000;
+/// How far ahead a pickup may be booked.
+const MAX_SCHEDULE_AHEAD: Duration = Duration::days(90);
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateJobRequest {
+    pub address: String,
+    pub lat: f64,
+    pub lng: f64,
+    pub description: String,
+    pub load_size: LoadSize,
+    /// When the pickup should happen; absent for as soon as possible.
+    pub scheduled_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct StatusRequest {
+    pub status: JobStatus,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AssignRequest {
+    #[schema(value_type = String, format = Uuid)]
+    pub driver_id: DriverId,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListJobsQuery {
+    pub status: Option<JobStatus>,
+    /// 1 to 100, default 50.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    pub next_cursor: Option<String>,
+}
+
+fn text_field(name: &str, value: &str, max: usize, required: bool) -> Result<String, ApiError> {
+    let value = value.trim();
+    if required && value.is_empty() {
+        return Err(ApiError::BadRequest(format!("{name} must not be empty")));
+    }
+    if value.chars().count() > max {
+        return Err(ApiError::BadRequest(format!(
+            "{name} must have at most {max} characters"
+        )));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(ApiError::BadRequest(format!(
+            "{name} must not contain control characters"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+/// Books a pickup (customers). Until payments exist, a new job goes straight to `dispatching`.
+#[utoipa::path(
+    tag = "jobs",
+    security(("bearer" = [])),
+    request_body = CreateJobRequest,
+    responses(
+        (status = 201, body = Job),
+        (status = 400, description = "Invalid field", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not a customer", body = ErrorBody),
+        (status = 422, description = "Outside Miami-Dade, Broward and Palm Beach", body = ErrorBody),
+    )
+)]
+#[post("/api/jobs")]
+pub async fn create_job(
+    state: web::Data<AppState>,
+    customer: Authorized<Customers>,
+    body: web::Json<CreateJobRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let at = LatLng::new(body.lat, body.lng).map_err(ApiError::BadRequest)?;
+    let address = text_field("address", &body.address, MAX_ADDRESS_CHARS, true)?;
+    let description = text_field(
+        "description",
+        &body.description,
+        MAX_DESCRIPTION_CHARS,
+        false,
+    )?;
+    let now = state.clock.now();
+    if let Some(when) = body.scheduled_at
+        && (when < now || when > now + MAX_SCHEDULE_AHEAD)
+    {
+        return Err(ApiError::BadRequest(
+            "scheduled_at must be in the future, at most 90 days ahead".into(),
+        ));
+    }
+    let county = state.hub.area.county_at(&at).ok_or_else(|| {
+        ApiError::OutsideServiceArea(
+            "we serve Miami-Dade, Broward and Palm Beach counties only".into(),
+        )
+    })?;
+    let quote = state.pricing.quote(body.load_size);
+    let customer_id = UserId::from_uuid(customer.caller.user_id);
+    let new = NewJob {
+        customer: customer_id,
+        status: JobStatus::Dispatching,
+        address,
+        lat: at.lat(),
+        lng: at.lng(),
+        county: Some(county.name().to_owned()),
+        description,
+        load_size: body.load_size,
+        scheduled_at: body.scheduled_at,
+        price_cents: quote.price_cents,
+        service_fee_cents: quote.service_fee_cents,
+        commission_cents: quote.commission_cents,
+        total_cents: quote.total_cents,
+        driver_payout_cents: quote.driver_payout_cents,
+    };
+    let job = jobs::create(&state, new, customer_id).await?;
+    Ok(HttpResponse::Created().json(job))
+}
+
+/// Whether the caller may see the job: its customer, its driver, dispatchers.
+fn may_see(caller: &Caller, job: &Job) -> bool {
+    caller.role.is_dispatcher()
+        || job.customer_id.as_uuid() == caller.user_id
+        || job.driver_id.is_some_and(|d| d.as_uuid() == caller.user_id)
+}
+
+/// The job, if the caller may see it; others get 404, as if it did not exist.
+async fn visible_job(state: &AppState, caller: &Caller, id: Uuid) -> Result<Job, ApiError> {
+    job_store::by_id(&state.db, JobId::from_uuid(id))
+        .await?
+        .filter(|job| may_see(caller, job))
+        .ok_or_else(|| ApiError::NotFound("no such job".into()))
+}
+
+/// One job (its customer, its driver, dispatchers).
+#[utoipa::path(
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, body = Job),
+        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "No such job, or not the caller's", body = ErrorBody),
+    )
+)]
+#[get("/api/jobs/{id}")]
+pub async fn get_job(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(visible_job(&state, &caller, id.into_inner()).await?))
+}
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 100;
+
+fn encode_cursor(job: &Job) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}|{}", job.created_at.to_rfc3339(), job.id))
+}
+
+fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+    let invalid = || ApiError::BadRequest("cursor is not one this API gave out".into());
+    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?)
+        .map_err(|_| invalid())?;
+    let (time, id) = raw.split_once('|').ok_or_else(invalid)?;
+    Ok((
+        DateTime::parse_from_rfc3339(time)
+            .map_err(|_| invalid())?
+            .with_timezone(&Utc),
+        Uuid::parse_str(id).map_err(|_| invalid())?,
+    ))
+}
+
+/// Jobs, newest first: customers see theirs, drivers theirs, dispatchers all.
+#[utoipa::path(
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(ListJobsQuery),
+    responses(
+        (status = 200, body = JobPage),
+        (status = 400, description = "Invalid status, limit or cursor", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    )
+)]
+#[get("/api/jobs")]
+pub async fn list_jobs(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<ListJobsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let scope = match caller.role {
+        Role::Customer => JobScope::Customer(UserId::from_uuid(caller.user_id)),
+        Role::Driver => JobScope::Driver(DriverId::from_uuid(caller.user_id)),
+        Role::Admin | Role::Operator => JobScope::All,
+    };
+    let mut jobs = job_store::list(&state.db, scope, query.status, after, limit + 1).await?;
+    let next_cursor = if jobs.len() > limit as usize {
+        jobs.truncate(limit as usize);
+        jobs.last().map(encode_cursor)
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(JobPage { jobs, next_cursor }))
+}
+
+/// Cancels a job (its customer, dispatchers) before the work starts.
+#[utoipa::path(
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, body = Job),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Drivers cannot cancel", body = ErrorBody),
+        (status = 404, description = "No such job, or not the caller's", body = ErrorBody),
+        (status = 409, description = "Too late to cancel (in progress or final)", body = ErrorBody),
+    )
+)]
+#[post("/api/jobs/{id}/cancel")]
+pub async fn cancel_job(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let job = visible_job(&state, &caller, id.into_inner()).await?;
+    let mover = match caller.role {
+        Role::Customer => Mover::Customer,
+        Role::Admin | Role::Operator => Mover::Dispatcher,
+        Role::Driver => return Err(ApiError::Forbidden("drivers cannot cancel jobs".into())),
+    };
+    let change = Change::Move {
+        to: JobStatus::Cancelled,
+        mover,
+    };
+    let job = jobs::change(
+        &state,
+        job.id,
+        change,
+        Some(UserId::from_uuid(caller.user_id)),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(job))
+}
+
+/// Moves a job on: its driver through `en_route`, `arrived`, `in_progress`, `completed` in order;
+/// dispatchers any legal move (assignment goes through `/assign`).
+#[utoipa::path(
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Job id")),
+    request_body = StatusRequest,
+    responses(
+        (status = 200, body = Job),
+        (status = 400, description = "Unknown status, or `assigned` (use /assign)", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Customers cannot move jobs", body = ErrorBody),
+        (status = 404, description = "No such job, or not the caller's", body = ErrorBody),
+        (status = 409, description = "Illegal move from the current status", body = ErrorBody),
+    )
+)]
+#[post("/api/jobs/{id}/status")]
+pub async fn move_job(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+    body: web::Json<StatusRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let job = visible_job(&state, &caller, id.into_inner()).await?;
+    let mover = match caller.role {
+        Role::Driver => Mover::Driver,
+        Role::Admin | Role::Operator => Mover::Dispatcher,
+        Role::Customer => {
+            return Err(ApiError::Forbidden(
+                "customers cannot move jobs; to cancel, use /cancel".into(),
+            ));
+        }
+    };
+    if body.status == JobStatus::Assigned {
+        return Err(ApiError::BadRequest(
+            "to assign a driver, use /api/jobs/{id}/assign".into(),
+        ));
+    }
+    let change = Change::Move {
+        to: body.status,
+        mover,
+    };
+    let job = jobs::change(
+        &state,
+        job.id,
+        change,
+        Some(UserId::from_uuid(caller.user_id)),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(job))
+}
+
+/// Gives a dispatching job to a driver by hand (dispatchers). The driver must be approved and
+/// not on another active job.
+#[utoipa::path(
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Job id")),
+    request_body = AssignRequest,
+    responses(
+        (status = 200, body = Job),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not a dispatcher", body = ErrorBody),
+        (status = 404, description = "No such job or driver", body = ErrorBody),
+        (status = 409, description = "Job not dispatching; driver unapproved or busy", body = ErrorBody),
+    )
+)]
+#[post("/api/jobs/{id}/assign")]
+pub async fn assign_job(
+    state: web::Data<AppState>,
+    dispatcher: Authorized<Dispatchers>,
+    id: web::Path<Uuid>,
+    body: web::Json<AssignRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let change = Change::Assign {
+        driver: body.driver_id,
+    };
+    let actor = Some(UserId::from_uuid(dispatcher.caller.user_id));
+    let job = jobs::change(&state, JobId::from_uuid(id.into_inner()), change, actor).await?;
+    Ok(HttpResponse::Ok().json(job))
+}

@@ -1,0 +1,351 @@
+//! The `jobs` and `job_events` tables. Every write that changes a job's status writes its event
+//! in the same transaction (see `crate::jobs` for the one function that does it).
+
+use chrono::{DateTime, Utc};
+use umuve_actors::ids::{DriverId, JobId, UserId};
+use umuve_actors::realtime::model::{Job, JobStatus, LoadSize};
+use uuid::Uuid;
+
+use super::{Db, on_pool};
+
+macro_rules! columns {
+    () => {
+        "job_id, customer_id, driver_id, status, address, lat, lng, county, description, load_size, \
+         scheduled_at, price_cents, service_fee_cents, commission_cents, total_cents, \
+         driver_payout_cents, created_at, updated_at"
+    };
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct JobRow {
+    job_id: Uuid,
+    customer_id: Uuid,
+    driver_id: Option<Uuid>,
+    status: String,
+    address: String,
+    lat: f64,
+    lng: f64,
+    county: Option<String>,
+    description: String,
+    load_size: String,
+    scheduled_at: Option<DateTime<Utc>>,
+    price_cents: i64,
+    service_fee_cents: i64,
+    #[allow(dead_code)]
+    commission_cents: i64,
+    total_cents: i64,
+    driver_payout_cents: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<JobRow> for Job {
+    type Error = sqlx::Error;
+
+    fn try_from(row: JobRow) -> Result<Self, Self::Error> {
+        let corrupt = |what: &str, value: &str| {
+            sqlx::Error::Decode(format!("jobs.{what} = {value:?}").into())
+        };
+        Ok(Job {
+            id: JobId::from_uuid(row.job_id),
+            customer_id: UserId::from_uuid(row.customer_id),
+            driver_id: row.driver_id.map(DriverId::from_uuid),
+            status: JobStatus::parse(&row.status).ok_or_else(|| corrupt("status", &row.status))?,
+            address: row.address,
+            lat: row.lat,
+            lng: row.lng,
+            county: row.county,
+            description: row.description,
+            load_size: LoadSize::parse(&row.load_size)
+                .ok_or_else(|| corrupt("load_size", &row.load_size))?,
+            scheduled_at: row.scheduled_at,
+            price_cents: row.price_cents,
+            service_fee_cents: row.service_fee_cents,
+            total_cents: row.total_cents,
+            driver_payout_cents: row.driver_payout_cents,
+            photos: Vec::new(),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+fn into_job(row: Option<JobRow>) -> Result<Option<Job>, sqlx::Error> {
+    row.map(Job::try_from).transpose()
+}
+
+/// A job about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub customer: UserId,
+    pub status: JobStatus,
+    pub address: String,
+    pub lat: f64,
+    pub lng: f64,
+    pub county: Option<String>,
+    pub description: String,
+    pub load_size: LoadSize,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub price_cents: i64,
+    pub service_fee_cents: i64,
+    pub commission_cents: i64,
+    pub total_cents: i64,
+    pub driver_payout_cents: i64,
+}
+
+/// One line of a job's history.
+#[derive(Debug, Clone)]
+pub struct JobEvent<'a> {
+    pub from: Option<JobStatus>,
+    pub to: JobStatus,
+    pub actor: Option<UserId>,
+    pub reason: Option<&'a str>,
+}
+
+const INSERT_EVENT: &str = "INSERT INTO job_events (job_id, from_status, to_status, actor_id, reason, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// What a conditional status write found.
+#[derive(Debug)]
+pub enum Written {
+    /// Changed; the job as it is now.
+    Done(Job),
+    /// The job exists but was not in the expected state (a race, or an illegal move).
+    Conflict(Job),
+    NotFound,
+}
+
+pub async fn by_id(db: &Db, id: JobId) -> Result<Option<Job>, sqlx::Error> {
+    const SQL: &str = concat!("SELECT ", columns!(), " FROM jobs WHERE job_id = $1");
+    let row = on_pool!(db, pool => sqlx::query_as::<_, JobRow>(SQL).bind(id.as_uuid()).fetch_optional(pool).await)?;
+    into_job(row)
+}
+
+/// Stores a new job and its first event, in one transaction.
+pub async fn insert(
+    db: &Db,
+    new: NewJob,
+    actor: UserId,
+    now: DateTime<Utc>,
+) -> Result<Job, sqlx::Error> {
+    const SQL: &str = concat!(
+        "INSERT INTO jobs (",
+        columns!(),
+        ") VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) RETURNING ",
+        columns!()
+    );
+    let id = Uuid::new_v4();
+    let row = super::in_write_transaction!(db, tx => {
+        let row = sqlx::query_as::<_, JobRow>(SQL)
+            .bind(id)
+            .bind(new.customer.as_uuid())
+            .bind(new.status.as_str())
+            .bind(&new.address)
+            .bind(new.lat)
+            .bind(new.lng)
+            .bind(&new.county)
+            .bind(&new.description)
+            .bind(new.load_size.as_str())
+            .bind(new.scheduled_at)
+            .bind(new.price_cents)
+            .bind(new.service_fee_cents)
+            .bind(new.commission_cents)
+            .bind(new.total_cents)
+            .bind(new.driver_payout_cents)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(INSERT_EVENT)
+            .bind(id)
+            .bind(None::<&str>)
+            .bind(new.status.as_str())
+            .bind(actor.as_uuid())
+            .bind("created")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        row
+    });
+    Job::try_from(row)
+}
+
+/// Moves a job from `from` to `to` (only if it is still in `from`) and records the event, in one
+/// transaction. Going back to `dispatching` releases the driver.
+pub async fn move_status(
+    db: &Db,
+    id: JobId,
+    from: JobStatus,
+    event: JobEvent<'_>,
+    now: DateTime<Utc>,
+) -> Result<Written, sqlx::Error> {
+    const SQL: &str = concat!(
+        "UPDATE jobs SET status = $3, updated_at = $4, ",
+        "driver_id = CASE WHEN $3 = 'dispatching' THEN NULL ELSE driver_id END ",
+        "WHERE job_id = $1 AND status = $2 RETURNING ",
+        columns!()
+    );
+    let row = super::in_write_transaction!(db, tx => {
+        let row = sqlx::query_as::<_, JobRow>(SQL)
+            .bind(id.as_uuid())
+            .bind(from.as_str())
+            .bind(event.to.as_str())
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if row.is_some() {
+            sqlx::query(INSERT_EVENT)
+                .bind(id.as_uuid())
+                .bind(Some(from.as_str()))
+                .bind(event.to.as_str())
+                .bind(event.actor.map(|a| a.as_uuid()))
+                .bind(event.reason)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        row
+    });
+    match into_job(row)? {
+        Some(job) => Ok(Written::Done(job)),
+        None => Ok(by_id(db, id)
+            .await?
+            .map_or(Written::NotFound, Written::Conflict)),
+    }
+}
+
+/// Why an assignment was refused.
+#[derive(Debug)]
+pub enum AssignRefused {
+    NoSuchDriver,
+    DriverNotApproved,
+    /// The database's one-active-job-per-driver index refused it.
+    DriverBusy,
+    /// Only a `dispatching` job can be assigned; this is where it stands.
+    JobNotDispatching(JobStatus),
+    NoSuchJob,
+}
+
+/// Gives a `dispatching` job to a driver and records the event, in one transaction.
+pub async fn assign(
+    db: &Db,
+    id: JobId,
+    driver: DriverId,
+    actor: Option<UserId>,
+    now: DateTime<Utc>,
+) -> Result<Result<Job, AssignRefused>, sqlx::Error> {
+    const DRIVER: &str = "SELECT approved FROM users WHERE user_id = $1 AND role = 'driver'";
+    const SQL: &str = concat!(
+        "UPDATE jobs SET status = 'assigned', driver_id = $2, updated_at = $3 ",
+        "WHERE job_id = $1 AND status = 'dispatching' RETURNING ",
+        columns!()
+    );
+    let outcome: Result<Result<Option<JobRow>, AssignRefused>, sqlx::Error> = async {
+        Ok(super::in_write_transaction!(db, tx => {
+            let approved: Option<bool> = sqlx::query_scalar(DRIVER)
+                .bind(driver.as_uuid())
+                .fetch_optional(&mut *tx)
+                .await?;
+            match approved {
+                None => return Ok(Err(AssignRefused::NoSuchDriver)),
+                Some(false) => return Ok(Err(AssignRefused::DriverNotApproved)),
+                Some(true) => {}
+            }
+            let row = sqlx::query_as::<_, JobRow>(SQL)
+                .bind(id.as_uuid())
+                .bind(driver.as_uuid())
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if row.is_some() {
+                sqlx::query(INSERT_EVENT)
+                    .bind(id.as_uuid())
+                    .bind(Some(JobStatus::Dispatching.as_str()))
+                    .bind(JobStatus::Assigned.as_str())
+                    .bind(actor.map(|a| a.as_uuid()))
+                    .bind(Some("assigned"))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(row)
+        }))
+    }
+    .await;
+    match outcome {
+        Err(error) if super::is_unique_violation(&error) => Ok(Err(AssignRefused::DriverBusy)),
+        Err(error) => Err(error),
+        Ok(Err(refused)) => Ok(Err(refused)),
+        Ok(Ok(Some(row))) => Ok(Ok(Job::try_from(row)?)),
+        Ok(Ok(None)) => Ok(Err(match by_id(db, id).await? {
+            Some(job) => AssignRefused::JobNotDispatching(job.status),
+            None => AssignRefused::NoSuchJob,
+        })),
+    }
+}
+
+/// Whose jobs a listing shows.
+#[derive(Debug, Clone, Copy)]
+pub enum JobScope {
+    Customer(UserId),
+    Driver(DriverId),
+    All,
+}
+
+/// Jobs newest first, after the keyset position `after` when given.
+pub async fn list(
+    db: &Db,
+    scope: JobScope,
+    status: Option<JobStatus>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: u32,
+) -> Result<Vec<Job>, sqlx::Error> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM jobs",
+        " WHERE ($1 IS NULL OR customer_id = $1)",
+        " AND ($2 IS NULL OR driver_id = $2)",
+        " AND ($3 IS NULL OR status = $3)",
+        " AND ($4 IS NULL OR created_at < $4 OR (created_at = $4 AND job_id < $5))",
+        " ORDER BY created_at DESC, job_id DESC LIMIT $6"
+    );
+    let (customer, driver) = match scope {
+        JobScope::Customer(id) => (Some(id.as_uuid()), None),
+        JobScope::Driver(id) => (None, Some(id.as_uuid())),
+        JobScope::All => (None, None),
+    };
+    let (after_time, after_id) = after.unzip();
+    let rows = on_pool!(db, pool => {
+        sqlx::query_as::<_, JobRow>(SQL)
+            .bind(customer)
+            .bind(driver)
+            .bind(status.map(JobStatus::as_str))
+            .bind(after_time)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+    })?;
+    rows.into_iter().map(Job::try_from).collect()
+}
+
+/// Jobs the dispatch map shows at start-up (and the drivers they hold).
+pub async fn active(db: &Db) -> Result<Vec<Job>, sqlx::Error> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM jobs WHERE status IN ('dispatching', 'assigned', 'en_route', 'arrived', 'in_progress')"
+    );
+    let rows = on_pool!(db, pool => sqlx::query_as::<_, JobRow>(SQL).fetch_all(pool).await)?;
+    rows.into_iter().map(Job::try_from).collect()
+}
+
+/// A job's history, oldest first: (from, to, actor, at).
+pub async fn events(
+    db: &Db,
+    id: JobId,
+) -> Result<Vec<(Option<String>, String, Option<Uuid>, DateTime<Utc>)>, sqlx::Error> {
+    const SQL: &str = "SELECT from_status, to_status, actor_id, created_at FROM job_events \
+         WHERE job_id = $1 ORDER BY job_event_id";
+    on_pool!(db, pool => sqlx::query_as(SQL).bind(id.as_uuid()).fetch_all(pool).await)
+}

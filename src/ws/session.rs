@@ -1,0 +1,718 @@
+//! The WebSocket session actors: `DriverSession` for drivers, `ClientSession` for customers and
+//! dispatchers. Both share the socket handling here (heartbeat, frame limits, back-pressure);
+//! they differ in what they may send.
+//!
+//! Back-pressure: the session knows how many bytes wait for its reader ([`OutboundGauge`]).
+//! Past [`SOFT_LAG`], locations are coalesced per job (newest wins) and map deltas are skipped
+//! (a fresh snapshot follows when the reader catches up); status frames are always written. A
+//! reader behind by more than [`HARD_LAG`], or behind for [`STALL_LIMIT`], is closed.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_http::ws::{CloseCode, CloseReason, Item, Message, ProtocolError};
+use actix_web::web;
+use actix_web_actors::ws::WebsocketContext;
+use serde_json::value::RawValue;
+use umuve_actors::ids::{DriverId, JobId, UserId};
+use umuve_actors::realtime::dispatch_map::{MapSubscribe, MapUnsubscribe, ResyncMap};
+use umuve_actors::realtime::frame::{Deliver, Frame, FrameKind, SessionId, next_session_id};
+use umuve_actors::realtime::geo_index::{DriverConnected, DriverDisconnected, SetAvailability};
+use umuve_actors::realtime::metrics::METRICS;
+use umuve_actors::realtime::model::{DriverFix, Job};
+use umuve_actors::realtime::protocol::ServerMessage;
+use umuve_actors::realtime::registry::{RegisterSession, UnregisterSession};
+use umuve_actors::realtime::rooms::{JoinRoom, LeaveRoom};
+
+use super::outbound::{OutboundGauge, frame_size};
+use super::protocol::{self, Command, Position, Refusal};
+use crate::domain::Role;
+use crate::state::AppState;
+use crate::storage;
+
+/// Ping this often.
+pub const PING_EVERY: Duration = Duration::from_secs(10);
+/// Drop a peer silent this long.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+/// Largest frame (and reassembled message) accepted.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Past this many unread bytes, locations are coalesced and map deltas skipped.
+pub const SOFT_LAG: u64 = 256 * 1024;
+/// Past this many unread bytes the reader is closed.
+pub const HARD_LAG: u64 = 8 * 1024 * 1024;
+/// A reader behind for this long is closed.
+pub const STALL_LIMIT: Duration = Duration::from_secs(10);
+/// Frames a socket may send per second, sustained, and in a burst.
+pub const FRAMES_PER_SECOND: f64 = 10.0;
+pub const FRAME_BURST: f64 = 40.0;
+/// Dropped frames within [`ABUSE_WINDOW`] that get a socket closed (1008).
+pub const ABUSE_DROPS: u32 = 200;
+pub const ABUSE_WINDOW: Duration = Duration::from_secs(10);
+/// Jobs one socket may watch at once.
+pub const MAX_SUBSCRIPTIONS: usize = 200;
+const PUMP_EVERY: Duration = Duration::from_millis(50);
+
+/// Per-socket frame budget: a token bucket.
+struct FrameBudget {
+    tokens: f64,
+    refilled: Instant,
+    dropped_in_window: u32,
+    window_started: Instant,
+    last_refusal_sent: Option<Instant>,
+}
+
+impl FrameBudget {
+    fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            tokens: FRAME_BURST,
+            refilled: now,
+            dropped_in_window: 0,
+            window_started: now,
+            last_refusal_sent: None,
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * FRAMES_PER_SECOND).min(FRAME_BURST);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return true;
+        }
+        if now.duration_since(self.window_started) > ABUSE_WINDOW {
+            self.window_started = now;
+            self.dropped_in_window = 0;
+        }
+        self.dropped_in_window += 1;
+        false
+    }
+
+    fn abusive(&self) -> bool {
+        self.dropped_in_window > ABUSE_DROPS
+    }
+
+    /// One `rate_limited` error per second at most, so refusals do not flood a slow client.
+    fn should_tell(&mut self, now: Instant) -> bool {
+        let tell = self
+            .last_refusal_sent
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
+        if tell {
+            self.last_refusal_sent = Some(now);
+        }
+        tell
+    }
+}
+
+/// Where a map subscriber stands after skipping deltas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MapSync {
+    InSync,
+    /// Skipped a delta; ask for a snapshot once the reader catches up.
+    NeedsSnapshot,
+    /// Asked; deltas are skipped until the snapshot arrives.
+    AwaitingSnapshot,
+}
+
+/// What differs between drivers and everyone else.
+pub trait SessionRole: Unpin + Sized + 'static {
+    /// For metrics: `driver`, `customer` or `dispatcher`.
+    fn label(&self) -> &'static str;
+    /// The account's role, as `hello` states it.
+    fn role_name(&self) -> &'static str;
+    fn driver(&self) -> Option<DriverId> {
+        None
+    }
+    /// Drivers only: approved when the socket opened.
+    fn approved(&self) -> bool {
+        false
+    }
+    fn is_dispatcher(&self) -> bool {
+        false
+    }
+}
+
+/// A driver's socket.
+pub struct DriverRole {
+    pub driver: DriverId,
+    pub approved: bool,
+}
+
+impl SessionRole for DriverRole {
+    fn label(&self) -> &'static str {
+        "driver"
+    }
+    fn role_name(&self) -> &'static str {
+        "driver"
+    }
+    fn driver(&self) -> Option<DriverId> {
+        Some(self.driver)
+    }
+    fn approved(&self) -> bool {
+        self.approved
+    }
+}
+
+/// A customer's or a dispatcher's socket.
+pub struct ClientRole {
+    pub role: Role,
+}
+
+impl SessionRole for ClientRole {
+    fn label(&self) -> &'static str {
+        if self.role.is_dispatcher() {
+            "dispatcher"
+        } else {
+            "customer"
+        }
+    }
+    fn role_name(&self) -> &'static str {
+        self.role.as_str()
+    }
+    fn is_dispatcher(&self) -> bool {
+        self.role.is_dispatcher()
+    }
+}
+
+/// One socket.
+pub struct WsSession<R: SessionRole> {
+    id: SessionId,
+    user: UserId,
+    role: R,
+    state: web::Data<AppState>,
+    gauge: OutboundGauge,
+    /// Bytes written into the context (what the reader will have to read).
+    written: u64,
+    lagging_since: Option<Instant>,
+    /// Newest location per job, held while the reader is behind.
+    held_locations: HashMap<JobId, Deliver>,
+    map_sync: MapSync,
+    last_heard: Instant,
+    budget: FrameBudget,
+    subscriptions: HashSet<JobId>,
+    /// A fragmented text message being put together.
+    partial: Option<Vec<u8>>,
+}
+
+pub type DriverSession = WsSession<DriverRole>;
+pub type ClientSession = WsSession<ClientRole>;
+type Ctx<R> = WebsocketContext<WsSession<R>>;
+
+impl<R: SessionRole> WsSession<R> {
+    pub fn new(user: UserId, role: R, state: web::Data<AppState>, gauge: OutboundGauge) -> Self {
+        Self {
+            id: next_session_id(),
+            user,
+            role,
+            state,
+            gauge,
+            written: 0,
+            lagging_since: None,
+            held_locations: HashMap::new(),
+            map_sync: MapSync::InSync,
+            last_heard: Instant::now(),
+            budget: FrameBudget::new(),
+            subscriptions: HashSet::new(),
+            partial: None,
+        }
+    }
+
+    /// Bytes written but not yet taken by the HTTP writer.
+    fn lag(&mut self) -> u64 {
+        if self.gauge.take_drained() {
+            self.written = self.gauge.pulled();
+        }
+        self.written.saturating_sub(self.gauge.pulled())
+    }
+
+    fn write(&mut self, ctx: &mut Ctx<R>, message: Deliver) {
+        self.lag();
+        self.written += frame_size(message.frame.len());
+        METRICS
+            .messages_out
+            .with_label_values(&[message.name])
+            .inc();
+        if let Some(origin) = message.origin {
+            METRICS
+                .location_fanout_seconds
+                .observe(origin.elapsed().as_secs_f64());
+        }
+        ctx.text(message.frame.into_text());
+    }
+
+    fn send(&mut self, ctx: &mut Ctx<R>, name: &'static str, message: &ServerMessage<'_>) {
+        self.write(ctx, Deliver::status(name, Frame::json(message)));
+    }
+
+    fn refuse(&mut self, ctx: &mut Ctx<R>, id: Option<&RawValue>, refusal: &Refusal) {
+        self.send(
+            ctx,
+            "error",
+            &ServerMessage::Error {
+                id,
+                code: refusal.code,
+                message: &refusal.message,
+            },
+        );
+    }
+
+    fn ack(&mut self, ctx: &mut Ctx<R>, id: Option<&RawValue>) {
+        if let Some(id) = id {
+            self.send(ctx, "ack", &ServerMessage::Ack { id });
+        }
+    }
+
+    fn close(&mut self, ctx: &mut Ctx<R>, code: CloseCode, reason: &'static str, metric: &str) {
+        METRICS.sockets_closed.with_label_values(&[metric]).inc();
+        ctx.close(Some(CloseReason {
+            code,
+            description: Some(reason.to_owned()),
+        }));
+        ctx.stop();
+    }
+
+    /// Writes what waited while the reader was behind, asks for a map snapshot if deltas were
+    /// skipped, and closes a reader that stays behind.
+    fn pump(&mut self, ctx: &mut Ctx<R>) {
+        let lag = self.lag();
+        if lag > SOFT_LAG {
+            let since = *self.lagging_since.get_or_insert_with(Instant::now);
+            if lag > HARD_LAG || since.elapsed() > STALL_LIMIT {
+                self.close(
+                    ctx,
+                    CloseCode::Policy,
+                    "too slow: fell too far behind",
+                    "slow_reader",
+                );
+            }
+            return;
+        }
+        self.lagging_since = None;
+        let held: Vec<Deliver> = self.held_locations.drain().map(|(_, m)| m).collect();
+        for message in held {
+            self.write(ctx, message);
+        }
+        if self.map_sync == MapSync::NeedsSnapshot {
+            self.map_sync = MapSync::AwaitingSnapshot;
+            self.state.hub.map.do_send(ResyncMap { session: self.id });
+        }
+    }
+
+    fn heartbeat(&mut self, ctx: &mut Ctx<R>) {
+        if self.last_heard.elapsed() > SILENCE_LIMIT {
+            METRICS.sockets_closed.with_label_values(&["silent"]).inc();
+            ctx.stop();
+            return;
+        }
+        self.written += frame_size(0);
+        ctx.ping(b"");
+    }
+
+    fn on_text(&mut self, ctx: &mut Ctx<R>, text: &str) {
+        let now = Instant::now();
+        if !self.budget.take(now) {
+            METRICS
+                .frames_dropped
+                .with_label_values(&["rate_limited"])
+                .inc();
+            if self.budget.abusive() {
+                self.close(
+                    ctx,
+                    CloseCode::Policy,
+                    "rate limit exceeded",
+                    "rate_limited",
+                );
+            } else if self.budget.should_tell(now) {
+                let refusal = Refusal {
+                    code: "rate_limited",
+                    message: format!(
+                        "more than {FRAMES_PER_SECOND} messages per second; some were dropped"
+                    ),
+                };
+                self.refuse(ctx, None, &refusal);
+            }
+            return;
+        }
+        // Shedding: the engine is behind on positions; new ones are dropped unparsed.
+        if self.role.driver().is_some()
+            && self.state.hub.locations.is_shedding()
+            && text.trim_start().starts_with(r#"{"type":"location"#)
+        {
+            METRICS.frames_dropped.with_label_values(&["shed"]).inc();
+            return;
+        }
+        let raw = match protocol::parse(text) {
+            Ok(raw) => raw,
+            Err((id, refusal)) => {
+                METRICS.messages_in.with_label_values(&["invalid"]).inc();
+                self.refuse(ctx, id.as_deref(), &refusal);
+                return;
+            }
+        };
+        METRICS
+            .messages_in
+            .with_label_values(&[raw.metric_name()])
+            .inc();
+        let id = raw.id.map(|id| id.to_owned());
+        match raw.command() {
+            Ok(command) => self.on_command(ctx, command, id),
+            Err(refusal) => self.refuse(ctx, id.as_deref(), &refusal),
+        }
+    }
+
+    fn forbidden(&mut self, ctx: &mut Ctx<R>, id: Option<&RawValue>, message: &str) {
+        let refusal = Refusal {
+            code: "forbidden",
+            message: message.to_owned(),
+        };
+        self.refuse(ctx, id, &refusal);
+    }
+
+    fn on_command(&mut self, ctx: &mut Ctx<R>, command: Command, id: Option<Box<RawValue>>) {
+        match command {
+            Command::Location(position) | Command::Locations(position) => {
+                match self.role.driver() {
+                    Some(driver) => self.on_position(driver, position),
+                    None => self.forbidden(ctx, id.as_deref(), "only drivers send locations"),
+                }
+            }
+            Command::Availability(available) => match self.role.driver() {
+                Some(driver) => self.on_availability(ctx, driver, available, id),
+                None => self.forbidden(ctx, id.as_deref(), "only drivers have an availability"),
+            },
+            Command::OfferAccept(_) | Command::OfferDecline(_) => {
+                if self.role.driver().is_some() {
+                    let refusal = Refusal {
+                        code: "not_found",
+                        message: "no such offer".into(),
+                    };
+                    self.refuse(ctx, id.as_deref(), &refusal);
+                } else {
+                    self.forbidden(ctx, id.as_deref(), "only drivers receive offers");
+                }
+            }
+            Command::Subscribe(job) => self.on_subscribe(ctx, job, id),
+            Command::Unsubscribe(job) => {
+                if self.subscriptions.remove(&job) {
+                    self.state.hub.rooms.do_send(LeaveRoom {
+                        job,
+                        session: self.id,
+                    });
+                }
+                self.ack(ctx, id.as_deref());
+            }
+            Command::MapSubscribe(bbox) => {
+                if !self.role.is_dispatcher() {
+                    return self.forbidden(ctx, id.as_deref(), "only dispatchers watch the map");
+                }
+                self.map_sync = MapSync::AwaitingSnapshot;
+                self.state.hub.map.do_send(MapSubscribe {
+                    session: self.id,
+                    recipient: ctx.address().recipient(),
+                    bbox,
+                    request_id: id,
+                });
+            }
+            Command::MapUnsubscribe => {
+                if self.role.is_dispatcher() {
+                    self.state
+                        .hub
+                        .map
+                        .do_send(MapUnsubscribe { session: self.id });
+                    self.map_sync = MapSync::InSync;
+                }
+                self.ack(ctx, id.as_deref());
+            }
+        }
+    }
+
+    fn on_position(&mut self, driver: DriverId, position: Position) {
+        let received_at = self.state.clock.now();
+        self.state.hub.locations.push(
+            driver,
+            DriverFix {
+                at: position.at,
+                heading_deg: position.heading_deg,
+                speed_mps: position.speed_mps,
+                accuracy_m: position.accuracy_m,
+                ts_ms: position
+                    .ts
+                    .unwrap_or_else(|| received_at.timestamp_millis()),
+                received_at,
+                received: Instant::now(),
+            },
+        );
+    }
+
+    fn on_availability(
+        &mut self,
+        ctx: &mut Ctx<R>,
+        driver: DriverId,
+        available: bool,
+        id: Option<Box<RawValue>>,
+    ) {
+        let request = self.state.hub.geo.send(SetAvailability {
+            driver,
+            approved: None,
+            available,
+        });
+        ctx.spawn(
+            request
+                .into_actor(self)
+                .map(move |outcome, this, ctx| match outcome {
+                    Ok(Ok(())) => this.ack(ctx, id.as_deref()),
+                    Ok(Err(_)) => this.forbidden(
+                        ctx,
+                        id.as_deref(),
+                        "only approved drivers can become available",
+                    ),
+                    Err(_) => {
+                        let refusal = Refusal {
+                            code: "unavailable",
+                            message: "try again".into(),
+                        };
+                        this.refuse(ctx, id.as_deref(), &refusal)
+                    }
+                }),
+        );
+    }
+
+    /// Who may watch a job: its customer, its driver, dispatchers. Anyone else is told it does
+    /// not exist.
+    fn may_watch(&self, job: &Job) -> bool {
+        self.role.is_dispatcher()
+            || job.customer_id == self.user
+            || self
+                .role
+                .driver()
+                .is_some_and(|driver| job.driver_id == Some(driver))
+    }
+
+    fn on_subscribe(&mut self, ctx: &mut Ctx<R>, job_id: JobId, id: Option<Box<RawValue>>) {
+        if self.subscriptions.len() >= MAX_SUBSCRIPTIONS && !self.subscriptions.contains(&job_id) {
+            let refusal = Refusal {
+                code: "bad_request",
+                message: format!("at most {MAX_SUBSCRIPTIONS} jobs per connection"),
+            };
+            return self.refuse(ctx, id.as_deref(), &refusal);
+        }
+        let state = self.state.clone();
+        let lookup = async move { storage::jobs::by_id(&state.db, job_id).await };
+        ctx.spawn(
+            lookup
+                .into_actor(self)
+                .map(move |found, this, ctx| match found {
+                    Ok(Some(job)) if this.may_watch(&job) => {
+                        this.subscriptions.insert(job_id);
+                        this.state.hub.rooms.do_send(JoinRoom {
+                            job,
+                            session: this.id,
+                            recipient: ctx.address().recipient(),
+                            request_id: id,
+                        });
+                    }
+                    Ok(_) => {
+                        let refusal = Refusal {
+                            code: "not_found",
+                            message: "no such job".into(),
+                        };
+                        this.refuse(ctx, id.as_deref(), &refusal);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "subscribe: job lookup failed");
+                        let refusal = Refusal {
+                            code: "unavailable",
+                            message: "try again".into(),
+                        };
+                        this.refuse(ctx, id.as_deref(), &refusal);
+                    }
+                }),
+        );
+    }
+
+    /// Puts a fragmented text message together, within the frame limit.
+    fn on_continuation(&mut self, ctx: &mut Ctx<R>, item: Item) {
+        let (bytes, last) = match item {
+            Item::FirstText(bytes) => {
+                self.partial = Some(Vec::new());
+                (bytes, false)
+            }
+            Item::FirstBinary(_) => {
+                let refusal = Refusal {
+                    code: "bad_request",
+                    message: "binary messages are not supported; send JSON text".into(),
+                };
+                return self.refuse(ctx, None, &refusal);
+            }
+            Item::Continue(bytes) => (bytes, false),
+            Item::Last(bytes) => (bytes, true),
+        };
+        let Some(partial) = &mut self.partial else {
+            return;
+        };
+        partial.extend_from_slice(&bytes);
+        if partial.len() > MAX_FRAME {
+            self.partial = None;
+            return self.close(
+                ctx,
+                CloseCode::Size,
+                "message larger than 64 KiB",
+                "too_large",
+            );
+        }
+        if last && let Some(whole) = self.partial.take() {
+            match String::from_utf8(whole) {
+                Ok(text) => self.on_text(ctx, &text),
+                Err(_) => self.close(
+                    ctx,
+                    CloseCode::Invalid,
+                    "text is not UTF-8",
+                    "protocol_error",
+                ),
+            }
+        }
+    }
+}
+
+impl<R: SessionRole> Actor for WsSession<R> {
+    type Context = Ctx<R>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1024);
+        let hub = &self.state.hub;
+        hub.sessions.do_send(RegisterSession {
+            user: self.user,
+            session: self.id,
+            role: self.role.label(),
+            recipient: ctx.address().recipient(),
+        });
+        if let Some(driver) = self.role.driver() {
+            hub.geo.do_send(DriverConnected {
+                driver,
+                approved: self.role.approved(),
+            });
+        }
+        let hello = ServerMessage::Hello {
+            user_id: self.user,
+            role: self.role.role_name(),
+            server_time: self.state.clock.now(),
+        };
+        self.send(ctx, "hello", &hello);
+        ctx.run_interval(PING_EVERY, |this, ctx| this.heartbeat(ctx));
+        ctx.run_interval(PUMP_EVERY, |this, ctx| this.pump(ctx));
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        let hub = &self.state.hub;
+        hub.sessions.do_send(UnregisterSession {
+            user: self.user,
+            session: self.id,
+            role: self.role.label(),
+        });
+        for job in self.subscriptions.drain() {
+            hub.rooms.do_send(LeaveRoom {
+                job,
+                session: self.id,
+            });
+        }
+        if self.role.is_dispatcher() {
+            hub.map.do_send(MapUnsubscribe { session: self.id });
+        }
+        if let Some(driver) = self.role.driver() {
+            hub.geo.do_send(DriverDisconnected { driver });
+        }
+        Running::Stop
+    }
+}
+
+impl<R: SessionRole> StreamHandler<Result<Message, ProtocolError>> for WsSession<R> {
+    fn handle(&mut self, item: Result<Message, ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match item {
+            Ok(Message::Text(text)) => self.on_text(ctx, &text),
+            Ok(Message::Ping(payload)) => {
+                self.written += frame_size(payload.len());
+                ctx.pong(&payload);
+            }
+            Ok(Message::Pong(_)) | Ok(Message::Nop) => {}
+            Ok(Message::Binary(_)) => {
+                let refusal = Refusal {
+                    code: "bad_request",
+                    message: "binary messages are not supported; send JSON text".into(),
+                };
+                self.refuse(ctx, None, &refusal);
+            }
+            Ok(Message::Continuation(item)) => self.on_continuation(ctx, item),
+            Ok(Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Err(ProtocolError::Overflow) => {
+                self.close(
+                    ctx,
+                    CloseCode::Size,
+                    "frame larger than 64 KiB",
+                    "too_large",
+                );
+            }
+            Err(error) => {
+                tracing::debug!(%error, "websocket protocol error");
+                self.close(ctx, CloseCode::Protocol, "protocol error", "protocol_error");
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl<R: SessionRole> Handler<Deliver> for WsSession<R> {
+    type Result = ();
+
+    fn handle(&mut self, message: Deliver, ctx: &mut Self::Context) {
+        match message.kind {
+            FrameKind::Status => {
+                if message.name == "map.snapshot" {
+                    self.map_sync = MapSync::InSync;
+                }
+                self.write(ctx, message);
+                if self.lag() > HARD_LAG {
+                    self.close(
+                        ctx,
+                        CloseCode::Policy,
+                        "too slow: fell too far behind",
+                        "slow_reader",
+                    );
+                }
+            }
+            FrameKind::Location { job } => {
+                if self.lag() > SOFT_LAG {
+                    if self.held_locations.insert(job, message).is_some() {
+                        METRICS.locations_coalesced.inc();
+                    }
+                } else {
+                    self.write(ctx, message);
+                }
+            }
+            FrameKind::MapDelta => {
+                if self.map_sync != MapSync::InSync {
+                    METRICS
+                        .frames_dropped
+                        .with_label_values(&["slow_reader"])
+                        .inc();
+                } else if self.lag() > SOFT_LAG {
+                    METRICS
+                        .frames_dropped
+                        .with_label_values(&["slow_reader"])
+                        .inc();
+                    self.map_sync = MapSync::NeedsSnapshot;
+                } else {
+                    self.write(ctx, message);
+                }
+            }
+        }
+    }
+}
