@@ -191,6 +191,22 @@ pub struct DispatchSettings {
     pub lead: Duration,
 }
 
+/// WebSocket back-pressure and realtime knobs.
+#[derive(Debug, Clone, Copy)]
+pub struct RealtimeSettings {
+    /// `WS_OUTBOUND_SOFT_KIB`: unread bytes past which a socket's locations are coalesced.
+    pub soft_lag_bytes: u64,
+    /// `WS_OUTBOUND_HARD_KIB`: unread bytes past which a socket is closed.
+    pub hard_lag_bytes: u64,
+    /// `WS_SLOW_READER_SECS`: a socket behind this long is closed.
+    pub stall_limit: Duration,
+    /// `TCP_SEND_BUFFER_BYTES`: the kernel send buffer of each connection (unset: the system's
+    /// default, which lets a stalled reader absorb megabytes before back-pressure shows).
+    pub tcp_send_buffer_bytes: Option<usize>,
+    /// `POSITION_CHECKPOINT_SECS`: how often driver positions are written to storage.
+    pub checkpoint_every: Duration,
+}
+
 /// `LOG_FORMAT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -221,6 +237,7 @@ pub struct Settings {
     pub sentry: Option<SentrySettings>,
     pub upload_dir: PathBuf,
     pub dispatch: DispatchSettings,
+    pub realtime: RealtimeSettings,
     /// `PUBLIC_URL`: where people reach the engine or its portal; reset links point here.
     pub public_url: Url,
     /// `TRUSTED_PROXY_HOPS`: how many proxies in front of the engine append to
@@ -574,6 +591,22 @@ impl Settings {
             lead: Duration::from_secs(60 * r.number::<u64>("DISPATCH_LEAD_MINUTES", 60)),
         };
 
+        let realtime = RealtimeSettings {
+            soft_lag_bytes: 1024 * r.number::<u64>("WS_OUTBOUND_SOFT_KIB", 256).max(1),
+            hard_lag_bytes: 1024 * r.number::<u64>("WS_OUTBOUND_HARD_KIB", 8 * 1024).max(1),
+            stall_limit: Duration::from_secs(r.number("WS_SLOW_READER_SECS", 10).max(1)),
+            tcp_send_buffer_bytes: r
+                .get("TCP_SEND_BUFFER_BYTES")
+                .is_some()
+                .then(|| r.number("TCP_SEND_BUFFER_BYTES", 0usize))
+                .filter(|b| *b > 0),
+            checkpoint_every: Duration::from_secs(r.number("POSITION_CHECKPOINT_SECS", 15).max(1)),
+        };
+        if realtime.hard_lag_bytes <= realtime.soft_lag_bytes {
+            r.problems
+                .push("WS_OUTBOUND_HARD_KIB must be larger than WS_OUTBOUND_SOFT_KIB".into());
+        }
+
         let default_public_url = format!("http://{host}:{port}");
         let public_url = r.url("PUBLIC_URL", &default_public_url);
         let trusted_proxy_hops = r.number("TRUSTED_PROXY_HOPS", 0usize);
@@ -633,6 +666,7 @@ impl Settings {
                 sentry,
                 upload_dir,
                 dispatch,
+                realtime,
                 public_url,
                 trusted_proxy_hops,
                 outbound_retry_base,

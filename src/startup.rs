@@ -125,6 +125,7 @@ impl Application {
             .http_workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let sentry_enabled = settings.sentry.is_some();
+        let send_buffer = settings.realtime.tcp_send_buffer_bytes;
         let cors_origins = settings.cors_origins.clone();
 
         let state = web::Data::new(AppState::start(settings, db, clock));
@@ -160,6 +161,15 @@ impl Application {
                 .wrap(Condition::new(sentry_enabled, sentry_actix::Sentry::new()))
                 .wrap(from_fn(edge))
         })
+        .on_connect(move |connection, _| {
+            if let (Some(bytes), Some(stream)) = (
+                send_buffer,
+                connection.downcast_ref::<actix_web::rt::net::TcpStream>(),
+            ) && let Err(error) = socket2::SockRef::from(stream).set_send_buffer_size(bytes)
+            {
+                tracing::debug!(%error, "could not size the socket's send buffer");
+            }
+        })
         .workers(workers)
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
         .listen(listener)?
@@ -189,6 +199,18 @@ impl Application {
     /// closes the database pool.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
+        // Positions not yet checkpointed would be lost with the process.
+        match self
+            .state
+            .hub
+            .geo
+            .send(umuve_actors::realtime::geo_index::FlushPositions)
+            .await
+        {
+            Ok(Ok(count)) => tracing::info!(count, "driver positions saved"),
+            Ok(Err(error)) => tracing::warn!(%error, "could not save driver positions at shutdown"),
+            Err(_) => tracing::warn!("the geo index was gone before positions could be saved"),
+        }
         self.state.hub.stop();
         self.state.db.close().await;
         result

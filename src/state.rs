@@ -92,6 +92,7 @@ impl AppState {
             HubSettings {
                 driver_stale: settings.dispatch.driver_stale,
                 map_tick: settings.dispatch.map_tick,
+                checkpoint_every: settings.realtime.checkpoint_every,
             },
             clock.clone(),
             Arc::new(ServiceArea::south_florida()),

@@ -14,7 +14,7 @@ use umuve_actors::ids::UserId;
 use utoipa::IntoParams;
 
 use self::inbound::InboundFrames;
-use self::outbound::{Metered, OutboundGauge};
+use self::outbound::{OutboundGauge, decouple};
 use self::session::{
     ClientRole, ClientSession, DriverRole, DriverSession, MAX_FRAME, SessionRole, WsSession,
 };
@@ -102,5 +102,5 @@ fn start<R: SessionRole>(
         ctx.add_stream(frames);
         session
     });
-    handshake.streaming(Metered::new(Box::pin(output), gauge))
+    handshake.streaming(decouple(output, gauge))
 }

@@ -3,9 +3,10 @@
 //! they differ in what they may send.
 //!
 //! Back-pressure: the session knows how many bytes wait for its reader ([`OutboundGauge`]).
-//! Past [`SOFT_LAG`], locations are coalesced per job (newest wins) and map deltas are skipped
-//! (a fresh snapshot follows when the reader catches up); status frames are always written. A
-//! reader behind by more than [`HARD_LAG`], or behind for [`STALL_LIMIT`], is closed.
+//! Past the soft limit (`WS_OUTBOUND_SOFT_KIB`), locations are coalesced per job (newest wins)
+//! and map deltas are skipped (a fresh snapshot follows when the reader catches up); status
+//! frames are always written. A reader behind by more than the hard limit
+//! (`WS_OUTBOUND_HARD_KIB`), or behind for `WS_SLOW_READER_SECS`, is closed (1008).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -37,12 +38,6 @@ pub const PING_EVERY: Duration = Duration::from_secs(10);
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(30);
 /// Largest frame (and reassembled message) accepted.
 pub const MAX_FRAME: usize = 64 * 1024;
-/// Past this many unread bytes, locations are coalesced and map deltas skipped.
-pub const SOFT_LAG: u64 = 256 * 1024;
-/// Past this many unread bytes the reader is closed.
-pub const HARD_LAG: u64 = 8 * 1024 * 1024;
-/// A reader behind for this long is closed.
-pub const STALL_LIMIT: Duration = Duration::from_secs(10);
 /// Frames a socket may send per second, sustained, and in a burst.
 pub const FRAMES_PER_SECOND: f64 = 10.0;
 pub const FRAME_BURST: f64 = 40.0;
@@ -273,19 +268,28 @@ impl<R: SessionRole> WsSession<R> {
         ctx.stop();
     }
 
+    /// Closes a reader that fell too far behind: what waits for it is dropped (it would never
+    /// read it in time), then the connection ends.
+    fn drop_slow_reader(&mut self, ctx: &mut Ctx<R>) {
+        self.gauge.abort();
+        self.held_locations.clear();
+        self.close(
+            ctx,
+            CloseCode::Policy,
+            "too slow: fell too far behind",
+            "slow_reader",
+        );
+    }
+
     /// Writes what waited while the reader was behind, asks for a map snapshot if deltas were
     /// skipped, and closes a reader that stays behind.
     fn pump(&mut self, ctx: &mut Ctx<R>) {
         let lag = self.lag();
-        if lag > SOFT_LAG {
+        let limits = self.state.settings.realtime;
+        if lag > limits.soft_lag_bytes {
             let since = *self.lagging_since.get_or_insert_with(Instant::now);
-            if lag > HARD_LAG || since.elapsed() > STALL_LIMIT {
-                self.close(
-                    ctx,
-                    CloseCode::Policy,
-                    "too slow: fell too far behind",
-                    "slow_reader",
-                );
+            if lag > limits.hard_lag_bytes || since.elapsed() > limits.stall_limit {
+                self.drop_slow_reader(ctx);
             }
             return;
         }
@@ -673,23 +677,19 @@ impl<R: SessionRole> Handler<Deliver> for WsSession<R> {
     type Result = ();
 
     fn handle(&mut self, message: Deliver, ctx: &mut Self::Context) {
+        let limits = self.state.settings.realtime;
         match message.kind {
             FrameKind::Status => {
                 if message.name == "map.snapshot" {
                     self.map_sync = MapSync::InSync;
                 }
                 self.write(ctx, message);
-                if self.lag() > HARD_LAG {
-                    self.close(
-                        ctx,
-                        CloseCode::Policy,
-                        "too slow: fell too far behind",
-                        "slow_reader",
-                    );
+                if self.lag() > limits.hard_lag_bytes {
+                    self.drop_slow_reader(ctx);
                 }
             }
             FrameKind::Location { job } => {
-                if self.lag() > SOFT_LAG {
+                if self.lag() > limits.soft_lag_bytes {
                     if self.held_locations.insert(job, message).is_some() {
                         METRICS.locations_coalesced.inc();
                     }
@@ -703,7 +703,7 @@ impl<R: SessionRole> Handler<Deliver> for WsSession<R> {
                         .frames_dropped
                         .with_label_values(&["slow_reader"])
                         .inc();
-                } else if self.lag() > SOFT_LAG {
+                } else if self.lag() > limits.soft_lag_bytes {
                     METRICS
                         .frames_dropped
                         .with_label_values(&["slow_reader"])

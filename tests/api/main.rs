@@ -9,4 +9,5 @@ mod auth_password;
 mod auth_sms;
 mod http_errors;
 mod openapi;
+mod realtime;
 mod tokens;

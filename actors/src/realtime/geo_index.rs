@@ -135,6 +135,7 @@ pub struct GeoIndex {
     map_last_seen: HashMap<DriverId, LatLng>,
     /// A checkpoint write is still running; the next waits for it.
     checkpoint_running: bool,
+    checkpoint_every: Duration,
 }
 
 impl GeoIndex {
@@ -158,7 +159,14 @@ impl GeoIndex {
             map_offline: HashSet::new(),
             map_last_seen: HashMap::new(),
             checkpoint_running: false,
+            checkpoint_every: CHECKPOINT_EVERY,
         }
+    }
+
+    /// Writes positions this often instead of every [`CHECKPOINT_EVERY`].
+    pub fn checkpoint_every(mut self, every: Duration) -> Self {
+        self.checkpoint_every = every;
+        self
     }
 
     fn is_fresh(&self, driver: &Driver, now: DateTime<Utc>) -> bool {
@@ -191,9 +199,9 @@ impl GeoIndex {
         let stale_after = self.stale_after;
         let driver = self.drivers.entry(id).or_default();
         if let Some(previous) = &driver.fix {
-            // Newest `ts` wins; but a phone whose clock jumped back is believed again once its
-            // last accepted fix has gone stale.
-            let older = fix.ts_ms <= previous.ts_ms;
+            // Newest `ts` wins (on a tie, the later arrival); but a phone whose clock jumped
+            // back is believed again once its last accepted fix has gone stale.
+            let older = fix.ts_ms < previous.ts_ms;
             let long_silence = fix.received_at - previous.received_at >= stale_after;
             if older && !long_silence {
                 return false;
@@ -246,12 +254,9 @@ impl GeoIndex {
             .set(self.tree.size() as i64);
     }
 
-    fn checkpoint(&mut self, ctx: &mut Context<Self>) {
-        if self.checkpoint_running {
-            return;
-        }
-        let positions: Vec<StoredPosition> = self
-            .drivers
+    /// Takes the positions changed since the last checkpoint.
+    fn take_due_positions(&mut self) -> Vec<StoredPosition> {
+        self.drivers
             .iter_mut()
             .filter(|(_, d)| d.checkpoint_due)
             .filter_map(|(id, d)| {
@@ -264,7 +269,14 @@ impl GeoIndex {
                     recorded_at: fix.received_at,
                 })
             })
-            .collect();
+            .collect()
+    }
+
+    fn checkpoint(&mut self, ctx: &mut Context<Self>) {
+        if self.checkpoint_running {
+            return;
+        }
+        let positions = self.take_due_positions();
         if positions.is_empty() {
             return;
         }
@@ -359,7 +371,7 @@ impl Actor for GeoIndex {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(GEO_INDEX_MAILBOX);
         ctx.run_interval(SWEEP_EVERY, |this, _| this.sweep_stale());
-        ctx.run_interval(CHECKPOINT_EVERY, |this, ctx| this.checkpoint(ctx));
+        ctx.run_interval(self.checkpoint_every, |this, ctx| this.checkpoint(ctx));
     }
 }
 
@@ -638,5 +650,26 @@ impl Handler<Restore> for GeoIndex {
                 });
             }
         }
+    }
+}
+
+/// Command at shutdown: write every position not yet checkpointed, and answer when done.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<usize, String>")]
+pub struct FlushPositions;
+
+impl Handler<FlushPositions> for GeoIndex {
+    type Result = ResponseFuture<Result<usize, String>>;
+
+    fn handle(&mut self, _: FlushPositions, _: &mut Context<Self>) -> Self::Result {
+        let positions = self.take_due_positions();
+        let store = self.store.clone();
+        Box::pin(async move {
+            let count = positions.len();
+            if count > 0 {
+                store.save_positions(positions).await?;
+            }
+            Ok(count)
+        })
     }
 }

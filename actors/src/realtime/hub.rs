@@ -21,6 +21,8 @@ pub struct HubSettings {
     pub driver_stale: Duration,
     /// How often the map sends deltas.
     pub map_tick: Duration,
+    /// How often changed positions are written to storage.
+    pub checkpoint_every: Duration,
 }
 
 /// Addresses of the realtime actors.
@@ -49,6 +51,7 @@ impl Hub {
             let (area, rooms) = (area.clone(), rooms.clone());
             GeoIndex::start_in_arbiter(&arbiter, move |_| {
                 GeoIndex::new(area, clock, settings.driver_stale, rooms, store)
+                    .checkpoint_every(settings.checkpoint_every)
             })
         };
         rooms.do_send(ConnectGeoIndex(geo.clone()));

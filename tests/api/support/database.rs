@@ -34,6 +34,8 @@ impl Backend {
 
 /// Deleted when dropped.
 pub enum TestDatabase {
+    /// Handed over to a restarted engine.
+    None,
     Sqlite {
         url: String,
         _dir: TempDir,
@@ -81,6 +83,7 @@ impl TestDatabase {
     pub fn url(&self) -> &str {
         match self {
             TestDatabase::Sqlite { url, .. } | TestDatabase::Postgres { url, .. } => url,
+            TestDatabase::None => "",
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod apple_keys;
 pub mod database;
 pub mod fakes;
+pub mod ws;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -20,8 +21,7 @@ use umuve_dispatch::config::Settings;
 use umuve_dispatch::startup::Application;
 use umuve_dispatch::storage::Db;
 
-pub use database::Backend;
-use database::TestDatabase;
+pub use database::{Backend, TestDatabase};
 use fakes::FakeServices;
 
 /// The JWT secret every test engine signs with, so tests can forge tokens.
@@ -68,6 +68,7 @@ pub struct TestApp {
     pub db: Db,
     pub hub: umuve_actors::realtime::hub::Hub,
     handle: ServerHandle,
+    running: Option<actix_web::rt::task::JoinHandle<std::io::Result<()>>>,
     _database: TestDatabase,
 }
 
@@ -143,9 +144,13 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, env: Env) -> TestApp {
+    spawn_app_on(TestDatabase::create(backend).await, env).await
+}
+
+/// An engine on an existing database (a restart).
+pub async fn spawn_app_on(database: TestDatabase, env: Env) -> TestApp {
     init_test_logging();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let database = TestDatabase::create(backend).await;
     let fakes = FakeServices::start().await;
 
     let mut vars: HashMap<String, String> = [
@@ -192,7 +197,7 @@ pub async fn spawn_app_with(backend: Backend, env: Env) -> TestApp {
     let hub = app.state().hub.clone();
     let address = format!("http://{}", app.local_addr());
     let handle = app.handle();
-    actix_web::rt::spawn(app.run_until_stopped());
+    let running = actix_web::rt::spawn(app.run_until_stopped());
 
     TestApp {
         address,
@@ -205,6 +210,7 @@ pub async fn spawn_app_with(backend: Backend, env: Env) -> TestApp {
         db,
         hub,
         handle,
+        running: Some(running),
         _database: database,
     }
 }
@@ -218,6 +224,24 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// Stops the engine as SIGTERM would and waits until it has finished shutting down
+    /// (positions saved); the database stays for a restart.
+    pub async fn shut_down(mut self) -> TestDatabase {
+        self.handle.stop(true).await;
+        if let Some(running) = self.running.take() {
+            running
+                .await
+                .expect("the engine task")
+                .expect("a clean shutdown");
+        }
+        std::mem::replace(&mut self._database, TestDatabase::None)
+    }
+
+    /// A WebSocket connection as the holder of `token`.
+    pub async fn ws(&self, token: &str) -> ws::WsClient {
+        ws::WsClient::connect(&self.address, token).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

@@ -1,0 +1,139 @@
+//! A real WebSocket client for tests (tokio-tungstenite over TCP to the engine).
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for a frame before failing.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct WsClient {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The `hello` the engine sent on connect.
+    pub hello: Value,
+}
+
+/// How a socket ended.
+#[derive(Debug)]
+pub enum Ending {
+    Closed(Option<CloseFrame>),
+    /// The connection dropped without a close frame.
+    Dropped,
+}
+
+impl WsClient {
+    /// Connects with `Authorization: Bearer` and reads the `hello`.
+    pub async fn connect(address: &str, token: &str) -> Self {
+        let url = format!("{}/ws", address.replace("http://", "ws://"));
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        Self::open(request).await
+    }
+
+    /// Connects over a socket with a small receive buffer, so a client that stops reading makes
+    /// the engine's side back up quickly.
+    pub async fn connect_with_small_buffer(address: &str, token: &str) -> Self {
+        let url = format!("{}/ws", address.replace("http://", "ws://"));
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let host = address.trim_start_matches("http://");
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket.connect(host.parse().unwrap()).await.unwrap();
+        let (stream, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("the engine accepts the socket");
+        let mut client = Self {
+            stream,
+            hello: Value::Null,
+        };
+        client.hello = client.next_json().await;
+        client
+    }
+
+    async fn open(request: tokio_tungstenite::tungstenite::handshake::client::Request) -> Self {
+        let (stream, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("the engine accepts the socket");
+        let mut client = Self {
+            stream,
+            hello: Value::Null,
+        };
+        client.hello = client.next_json().await;
+        assert_eq!(client.hello["type"], "hello", "{}", client.hello);
+        client
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.stream
+            .send(Message::text(text))
+            .await
+            .expect("the socket is open");
+    }
+
+    /// The next JSON frame (pings are answered by the library and skipped).
+    pub async fn next_json(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(FRAME_TIMEOUT, self.stream.next())
+                .await
+                .expect("a frame arrives in time")
+                .expect("the socket is open")
+                .expect("a readable frame");
+            match message {
+                Message::Text(text) => return serde_json::from_str(&text).expect("JSON frames"),
+                Message::Close(frame) => panic!("socket closed: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next frame of `kind`, skipping others (map deltas, locations) on the way.
+    pub async fn next_of_type(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.next_json().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
+    /// The next frame for which `matches` holds.
+    pub async fn next_matching(&mut self, matches: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let frame = self.next_json().await;
+            if matches(&frame) {
+                return frame;
+            }
+        }
+    }
+
+    /// Reads until the engine closes the socket; returns how.
+    pub async fn ending(&mut self, within: Duration) -> Ending {
+        let drain = async {
+            loop {
+                match self.stream.next().await {
+                    Some(Ok(Message::Close(frame))) => return Ending::Closed(frame),
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => return Ending::Dropped,
+                }
+            }
+        };
+        tokio::time::timeout(within, drain)
+            .await
+            .expect("the engine closes the socket in time")
+    }
+}
