@@ -1129,3 +1129,26 @@ async fn every_labelled_point_gets_its_county() {
         .collect();
     assert_eq!(names, ["Miami-Dade", "Broward", "Palm Beach"]);
 }
+
+#[actix_web::test]
+async fn a_flooding_socket_is_throttled_then_closed() {
+    let app = spawn_app_with(Backend::Sqlite, seeding()).await;
+    let cast = cast(&app).await;
+    let mut flooder = app.ws(&cast.driver).await;
+    let mut neighbour = app.ws(&cast.customer).await;
+    // Far more than 10 messages a second: the burst passes, the excess is dropped and reported,
+    // and persistent abuse ends the connection with 1008.
+    for _ in 0..400 {
+        flooder.send_json(location(BRICKELL)).await;
+    }
+    let throttled = flooder.next_of_type("error").await;
+    assert_eq!(throttled["code"], "rate_limited");
+    match flooder.ending(Duration::from_secs(10)).await {
+        Ending::Closed(Some(frame)) => assert_eq!(u16::from(frame.code), 1008),
+        other => panic!("expected a 1008 close, got {other:?}"),
+    }
+    neighbour
+        .send_json(json!({ "type": "unsubscribe", "job_id": uuid::Uuid::new_v4(), "id": 1 }))
+        .await;
+    assert_eq!(neighbour.next_of_type("ack").await["id"], 1);
+}

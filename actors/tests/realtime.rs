@@ -1,0 +1,492 @@
+//! The realtime actors alone, through their messages.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use async_trait::async_trait;
+use chrono::{TimeZone, Utc};
+use tokio::sync::mpsc;
+use umuve_actors::clock::{Clock, ManualClock, SharedClock};
+use umuve_actors::geo::{BBox, LatLng, ServiceArea};
+use umuve_actors::ids::{DriverId, JobId, UserId};
+use umuve_actors::realtime::dispatch_map::{DispatchMap, MapSubscribe};
+use umuve_actors::realtime::frame::{Deliver, FrameKind};
+use umuve_actors::realtime::geo_index::*;
+use umuve_actors::realtime::model::{DriverFix, Job, JobStatus, LoadSize};
+use umuve_actors::realtime::rooms::{CountRooms, JobChanged, JoinRoom, LeaveRoom, RoomDirectory};
+
+#[derive(Default)]
+struct MemoryStore(Mutex<Vec<StoredPosition>>);
+
+#[async_trait]
+impl PositionStore for MemoryStore {
+    async fn save_positions(&self, positions: Vec<StoredPosition>) -> Result<(), String> {
+        self.0.lock().unwrap().extend(positions);
+        Ok(())
+    }
+}
+
+/// Collects what a session would write.
+struct Collector(mpsc::UnboundedSender<Deliver>);
+
+impl Actor for Collector {
+    type Context = Context<Self>;
+}
+
+impl Handler<Deliver> for Collector {
+    type Result = ();
+    fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
+        let _ = self.0.send(msg);
+    }
+}
+
+fn collector() -> (Recipient<Deliver>, mpsc::UnboundedReceiver<Deliver>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Collector(tx).start().recipient(), rx)
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<Deliver>) -> (Deliver, serde_json::Value) {
+    let message = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let value = serde_json::from_str(message.frame.as_str()).unwrap();
+    (message, value)
+}
+
+struct Setup {
+    clock: ManualClock,
+    geo: Addr<GeoIndex>,
+    rooms: Addr<RoomDirectory>,
+    store: Arc<MemoryStore>,
+}
+
+fn setup() -> Setup {
+    let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 25, 19, 0, 0).unwrap());
+    let shared: SharedClock = Arc::new(clock.clone());
+    let store = Arc::new(MemoryStore::default());
+    let rooms = RoomDirectory::new().start();
+    let geo = GeoIndex::new(
+        Arc::new(ServiceArea::south_florida()),
+        shared,
+        Duration::from_secs(60),
+        rooms.clone(),
+        store.clone(),
+    )
+    .start();
+    rooms.do_send(umuve_actors::realtime::rooms::ConnectGeoIndex(geo.clone()));
+    Setup {
+        clock,
+        geo,
+        rooms,
+        store,
+    }
+}
+
+fn fix(clock: &ManualClock, lat: f64, lng: f64, ts_ms: i64) -> DriverFix {
+    DriverFix {
+        at: LatLng::new(lat, lng).unwrap(),
+        heading_deg: Some(45.0),
+        speed_mps: None,
+        accuracy_m: None,
+        ts_ms,
+        received_at: clock.now(),
+        received: Instant::now(),
+    }
+}
+
+/// A small deterministic generator, so failures reproduce.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A point in the tri-county box.
+    fn point(&mut self) -> (f64, f64) {
+        (
+            25.14 + self.next_f64() * 1.83,
+            -80.89 + self.next_f64() * 0.86,
+        )
+    }
+}
+
+#[actix_rt::test]
+async fn nearest_matches_a_brute_force_search() {
+    let s = setup();
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let drivers: Vec<(DriverId, (f64, f64))> = (0..3000)
+        .map(|_| (DriverId::new_random(), rng.point()))
+        .collect();
+    let batch = drivers
+        .iter()
+        .map(|(id, (lat, lng))| (*id, fix(&s.clock, *lat, *lng, 1)))
+        .collect();
+    s.geo.send(LocationBatch(batch)).await.unwrap();
+
+    for _ in 0..200 {
+        let (lat, lng) = rng.point();
+        let at = LatLng::new(lat, lng).unwrap();
+        let radius_m = 1_000.0 + rng.next_f64() * 40_000.0;
+        let limit = 1 + (rng.next_f64() * 20.0) as usize;
+        let found = s
+            .geo
+            .send(FindNearest {
+                at,
+                radius_m,
+                limit,
+                filter: SearchFilter::default(),
+            })
+            .await
+            .unwrap();
+        let mut expected: Vec<(f64, DriverId)> = drivers
+            .iter()
+            .map(|(id, (lat, lng))| (LatLng::new(*lat, *lng).unwrap().distance_m(&at), *id))
+            .filter(|(d, _)| *d <= radius_m)
+            .collect();
+        expected.sort_by(|a, b| a.0.total_cmp(&b.0));
+        expected.truncate(limit);
+        let found_ids: Vec<DriverId> = found.iter().map(|d| d.driver_id).collect();
+        let expected_ids: Vec<DriverId> = expected.iter().map(|(_, id)| *id).collect();
+        assert_eq!(
+            found_ids, expected_ids,
+            "query at {lat},{lng} r={radius_m} k={limit}"
+        );
+        for (got, (distance, _)) in found.iter().zip(&expected) {
+            assert!((got.distance_m - distance).abs() < 1e-6);
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn dispatch_searches_see_only_drivers_who_can_take_a_job() {
+    let s = setup();
+    let brickell = (25.7617, -80.1918);
+    let ready = DriverId::new_random();
+    let unapproved = DriverId::new_random();
+    let busy = DriverId::new_random();
+    let offline = DriverId::new_random();
+    let unavailable = DriverId::new_random();
+    for (driver, approved) in [
+        (ready, true),
+        (unapproved, false),
+        (busy, true),
+        (unavailable, true),
+    ] {
+        s.geo
+            .send(DriverConnected { driver, approved })
+            .await
+            .unwrap();
+    }
+    for driver in [ready, busy] {
+        s.geo
+            .send(SetAvailability {
+                driver,
+                approved: None,
+                available: true,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert!(
+        s.geo
+            .send(SetAvailability {
+                driver: unapproved,
+                approved: None,
+                available: true
+            })
+            .await
+            .unwrap()
+            .is_err()
+    );
+    s.geo
+        .send(SetDriverJob {
+            driver: busy,
+            job: Some(JobId::new_random()),
+        })
+        .await
+        .unwrap();
+    let batch = [ready, unapproved, busy, offline, unavailable]
+        .iter()
+        .map(|id| (*id, fix(&s.clock, brickell.0, brickell.1, 1)))
+        .collect();
+    s.geo.send(LocationBatch(batch)).await.unwrap();
+
+    let search = |filter: SearchFilter| {
+        s.geo.send(FindNearest {
+            at: LatLng::new(brickell.0, brickell.1).unwrap(),
+            radius_m: 5_000.0,
+            limit: 10,
+            filter,
+        })
+    };
+    let dispatchable = search(SearchFilter {
+        dispatchable: true,
+        ..SearchFilter::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        dispatchable.iter().map(|d| d.driver_id).collect::<Vec<_>>(),
+        [ready]
+    );
+    let excluded = search(SearchFilter {
+        dispatchable: true,
+        exclude: [ready].into(),
+        ..SearchFilter::default()
+    })
+    .await
+    .unwrap();
+    assert!(excluded.is_empty());
+    assert_eq!(search(SearchFilter::default()).await.unwrap().len(), 5);
+}
+
+#[actix_rt::test]
+async fn old_and_stale_positions_are_handled() {
+    let s = setup();
+    let driver = DriverId::new_random();
+    s.geo
+        .send(DriverConnected {
+            driver,
+            approved: true,
+        })
+        .await
+        .unwrap();
+    s.geo
+        .send(LocationBatch(vec![(
+            driver,
+            fix(&s.clock, 25.7617, -80.1918, 2_000),
+        )]))
+        .await
+        .unwrap();
+    // An older fix arriving late is ignored.
+    s.geo
+        .send(LocationBatch(vec![(
+            driver,
+            fix(&s.clock, 26.10, -80.14, 1_000),
+        )]))
+        .await
+        .unwrap();
+    let live = s.geo.send(GetDriver { driver }).await.unwrap().unwrap();
+    assert_eq!((live.lat, live.ts), (25.7617, 2_000));
+    assert_eq!(live.county, Some(umuve_actors::geo::County::MiamiDade));
+
+    let changes = s.geo.send(DrainMapChanges).await.unwrap();
+    assert_eq!(changes.drivers.len(), 1);
+    assert!(
+        s.geo
+            .send(DrainMapChanges)
+            .await
+            .unwrap()
+            .drivers
+            .is_empty(),
+        "drained"
+    );
+
+    // A minute of silence: out of searches.
+    s.clock.advance(chrono::Duration::seconds(61));
+    assert!(s.geo.send(GetDriver { driver }).await.unwrap().is_none());
+    let found = s
+        .geo
+        .send(FindNearest {
+            at: LatLng::new(25.7617, -80.1918).unwrap(),
+            radius_m: 1_000.0,
+            limit: 5,
+            filter: SearchFilter::default(),
+        })
+        .await
+        .unwrap();
+    assert!(found.is_empty());
+
+    // Disconnecting takes the driver off the map at once.
+    s.geo
+        .send(LocationBatch(vec![(
+            driver,
+            fix(&s.clock, 25.71, -80.21, 3_000),
+        )]))
+        .await
+        .unwrap();
+    s.geo.send(DrainMapChanges).await.unwrap();
+    s.geo.send(DriverDisconnected { driver }).await.unwrap();
+    assert_eq!(s.geo.send(DrainMapChanges).await.unwrap().offline, [driver]);
+}
+
+#[actix_rt::test]
+async fn positions_are_saved_once_per_change() {
+    let s = setup();
+    let drivers: Vec<DriverId> = (0..3).map(|_| DriverId::new_random()).collect();
+    let batch = drivers
+        .iter()
+        .map(|id| (*id, fix(&s.clock, 26.0, -80.2, 1)))
+        .collect();
+    s.geo.send(LocationBatch(batch)).await.unwrap();
+    assert_eq!(s.geo.send(FlushPositions).await.unwrap(), Ok(3));
+    assert_eq!(
+        s.geo.send(FlushPositions).await.unwrap(),
+        Ok(0),
+        "nothing changed since"
+    );
+    s.geo
+        .send(LocationBatch(vec![(
+            drivers[0],
+            fix(&s.clock, 26.1, -80.2, 2),
+        )]))
+        .await
+        .unwrap();
+    assert_eq!(s.geo.send(FlushPositions).await.unwrap(), Ok(1));
+    let saved = s.store.0.lock().unwrap().clone();
+    assert_eq!(saved.len(), 4);
+    assert_eq!(saved[3].at.lat(), 26.1);
+}
+
+fn job(status: JobStatus, driver: Option<DriverId>) -> Job {
+    let now = Utc::now();
+    Job {
+        id: JobId::new_random(),
+        customer_id: UserId::new_random(),
+        driver_id: driver,
+        status,
+        address: "1 Main St".into(),
+        lat: 25.77,
+        lng: -80.19,
+        county: Some("Miami-Dade".into()),
+        description: String::new(),
+        load_size: LoadSize::Half,
+        scheduled_at: None,
+        price_cents: 1,
+        service_fee_cents: 1,
+        total_cents: 2,
+        driver_payout_cents: 1,
+        photos: vec![],
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+#[actix_rt::test]
+async fn a_room_fans_out_and_closes_when_the_job_is_over_and_nobody_watches() {
+    let s = setup();
+    let driver = DriverId::new_random();
+    let mut job = job(JobStatus::Assigned, Some(driver));
+    s.geo
+        .send(SetDriverJob {
+            driver,
+            job: Some(job.id),
+        })
+        .await
+        .unwrap();
+    let (first, mut first_rx) = collector();
+    let (second, mut second_rx) = collector();
+    for (session, recipient) in [(1, first), (2, second)] {
+        s.rooms
+            .send(JoinRoom {
+                job: job.clone(),
+                session,
+                recipient,
+                request_id: None,
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(next(&mut first_rx).await.1["type"], "job.snapshot");
+    assert_eq!(next(&mut second_rx).await.1["type"], "job.snapshot");
+
+    s.geo
+        .send(LocationBatch(vec![(
+            driver,
+            fix(&s.clock, 25.76, -80.19, 5),
+        )]))
+        .await
+        .unwrap();
+    let (a, location) = next(&mut first_rx).await;
+    let (b, _) = next(&mut second_rx).await;
+    assert_eq!(location["type"], "driver.location");
+    assert_eq!(a.kind, FrameKind::Location { job: job.id });
+    // One serialisation, shared by every subscriber.
+    assert_eq!(a.frame.as_str().as_ptr(), b.frame.as_str().as_ptr());
+
+    job.status = JobStatus::Completed;
+    s.rooms
+        .send(JobChanged {
+            job: job.clone(),
+            at: Utc::now(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(next(&mut first_rx).await.1["status"], "completed");
+    assert_eq!(s.rooms.send(CountRooms).await.unwrap(), 1, "still watched");
+    s.rooms
+        .send(LeaveRoom {
+            job: job.id,
+            session: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(s.rooms.send(CountRooms).await.unwrap(), 1);
+    s.rooms
+        .send(LeaveRoom {
+            job: job.id,
+            session: 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!(s.rooms.send(CountRooms).await.unwrap(), 0);
+}
+
+#[actix_rt::test]
+async fn map_deltas_are_serialised_once_per_box() {
+    let s = setup();
+    let map = DispatchMap::new(s.geo.clone(), Duration::from_millis(20)).start();
+    let (a, mut a_rx) = collector();
+    let (b, mut b_rx) = collector();
+    let (c, mut c_rx) = collector();
+    let broward = Some(BBox::parse([-80.5, 26.0, -80.0, 26.4]).unwrap());
+    for (session, recipient, bbox) in [(1, a, None), (2, b, None), (3, c, broward)] {
+        map.send(MapSubscribe {
+            session,
+            recipient,
+            bbox,
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    }
+    for rx in [&mut a_rx, &mut b_rx, &mut c_rx] {
+        assert_eq!(next(rx).await.1["type"], "map.snapshot");
+    }
+    let miami = DriverId::new_random();
+    let lauderdale = DriverId::new_random();
+    s.geo
+        .send(LocationBatch(vec![
+            (miami, fix(&s.clock, 25.76, -80.19, 1)),
+            (lauderdale, fix(&s.clock, 26.12, -80.14, 1)),
+        ]))
+        .await
+        .unwrap();
+    let (delta_a, value_a) = next(&mut a_rx).await;
+    let (delta_b, _) = next(&mut b_rx).await;
+    let (delta_c, value_c) = next(&mut c_rx).await;
+    assert_eq!(delta_a.kind, FrameKind::MapDelta);
+    assert_eq!(
+        delta_a.frame.as_str().as_ptr(),
+        delta_b.frame.as_str().as_ptr()
+    );
+    assert_ne!(
+        delta_a.frame.as_str().as_ptr(),
+        delta_c.frame.as_str().as_ptr()
+    );
+    assert_eq!(value_a["drivers"].as_array().unwrap().len(), 2);
+    let in_box: Vec<&str> = value_c["drivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["driver_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(in_box, [lauderdale.to_string()]);
+}
