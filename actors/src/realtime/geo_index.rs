@@ -119,54 +119,43 @@ pub struct MapChanges {
     pub offline: Vec<DriverId>,
 }
 
-pub struct GeoIndex {
+/// What happened to a fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FixOutcome {
+    /// Older than what the index has; ignored.
+    Rejected,
+    /// Applied; `job` is the driver's active job, whose room wants the position.
+    Accepted { job: Option<JobId> },
+}
+
+/// The live drivers: an R-tree of positions plus what is known of each driver. A plain data
+/// structure (no messages), owned by the `GeoIndex` actor and benchmarked on its own.
+pub struct DriverIndex {
     tree: RTree<TreeEntry>,
     drivers: HashMap<DriverId, Driver>,
     area: Arc<ServiceArea>,
-    clock: SharedClock,
     stale_after: chrono::Duration,
-    rooms: Addr<RoomDirectory>,
-    store: Arc<dyn PositionStore>,
-    /// Moved since the last map drain, with their position at that drain.
-    map_moved: HashMap<DriverId, Option<LatLng>>,
-    /// Gone offline since the last map drain.
-    map_offline: HashSet<DriverId>,
-    /// Where each driver was at the last map drain.
-    map_last_seen: HashMap<DriverId, LatLng>,
-    /// A checkpoint write is still running; the next waits for it.
-    checkpoint_running: bool,
-    checkpoint_every: Duration,
 }
 
-impl GeoIndex {
-    pub fn new(
-        area: Arc<ServiceArea>,
-        clock: SharedClock,
-        stale_after: Duration,
-        rooms: Addr<RoomDirectory>,
-        store: Arc<dyn PositionStore>,
-    ) -> Self {
+impl DriverIndex {
+    pub fn new(area: Arc<ServiceArea>, stale_after: Duration) -> Self {
         Self {
             tree: RTree::new(),
             drivers: HashMap::new(),
             area,
-            clock,
             stale_after: chrono::Duration::from_std(stale_after)
                 .unwrap_or(chrono::Duration::seconds(60)),
-            rooms,
-            store,
-            map_moved: HashMap::new(),
-            map_offline: HashSet::new(),
-            map_last_seen: HashMap::new(),
-            checkpoint_running: false,
-            checkpoint_every: CHECKPOINT_EVERY,
         }
     }
 
-    /// Writes positions this often instead of every [`CHECKPOINT_EVERY`].
-    pub fn checkpoint_every(mut self, every: Duration) -> Self {
-        self.checkpoint_every = every;
-        self
+    /// Drivers known, live or not.
+    pub fn known(&self) -> usize {
+        self.drivers.len()
+    }
+
+    /// Drivers in searches.
+    pub fn live(&self) -> usize {
+        self.tree.size()
     }
 
     fn is_fresh(&self, driver: &Driver, now: DateTime<Utc>) -> bool {
@@ -176,26 +165,28 @@ impl GeoIndex {
             .is_some_and(|fix| now - fix.received_at < self.stale_after)
     }
 
-    /// Takes a driver out of searches and, if the map showed it, tells the map it is offline.
-    fn take_offline(&mut self, id: DriverId) {
+    /// The job a driver is on, if any.
+    pub fn job_of(&self, id: DriverId) -> Option<JobId> {
+        self.drivers.get(&id).and_then(|d| d.job)
+    }
+
+    /// Takes a driver out of searches; true if it was in them.
+    fn take_off_tree(&mut self, id: DriverId) -> bool {
         let Some(driver) = self.drivers.get_mut(&id) else {
-            return;
+            return false;
         };
-        if let Some(point) = driver.point.take() {
-            self.tree.remove(&GeomWithData::new(point, id));
-            self.map_moved.remove(&id);
-            self.map_offline.insert(id);
+        match driver.point.take() {
+            Some(point) => {
+                self.tree.remove(&GeomWithData::new(point, id));
+                true
+            }
+            None => false,
         }
     }
 
-    fn mark_moved(&mut self, id: DriverId) {
-        let previous = self.map_last_seen.get(&id).copied();
-        self.map_moved.entry(id).or_insert(previous);
-        self.map_offline.remove(&id);
-    }
-
-    /// Applies one fix; false when it is older than what the index has.
-    fn apply_fix(&mut self, id: DriverId, fix: DriverFix) -> bool {
+    /// Applies one fix: moves the driver in the tree, and looks its county up again when it
+    /// moved far enough.
+    pub fn apply_fix(&mut self, id: DriverId, fix: DriverFix) -> FixOutcome {
         let stale_after = self.stale_after;
         let driver = self.drivers.entry(id).or_default();
         if let Some(previous) = &driver.fix {
@@ -204,7 +195,7 @@ impl GeoIndex {
             let older = fix.ts_ms < previous.ts_ms;
             let long_silence = fix.received_at - previous.received_at >= stale_after;
             if older && !long_silence {
-                return false;
+                return FixOutcome::Rejected;
             }
         }
         let point = project(&fix.at);
@@ -220,96 +211,34 @@ impl GeoIndex {
             driver.area_checked_at = Some(fix.at);
         }
         driver.checkpoint_due = true;
-        let job = driver.job;
-        if let Some(job) = job {
-            self.rooms.do_send(DriverLocated {
-                job,
-                driver: id,
-                fix: fix.clone(),
-            });
-        }
         driver.fix = Some(fix);
-        self.mark_moved(id);
-        true
+        FixOutcome::Accepted { job: driver.job }
     }
 
-    fn sweep_stale(&mut self) {
-        let now = self.clock.now();
-        let stale: Vec<DriverId> = self
-            .drivers
+    /// Drivers still in searches whose last fix has gone stale.
+    fn newly_stale(&self, now: DateTime<Utc>) -> Vec<DriverId> {
+        self.drivers
             .iter()
             .filter(|(_, d)| d.point.is_some() && !self.is_fresh(d, now))
             .map(|(id, _)| *id)
-            .collect();
-        for id in stale {
-            self.take_offline(id);
-        }
-        METRICS
-            .drivers
-            .with_label_values(&["known"])
-            .set(self.drivers.len() as i64);
-        METRICS
-            .drivers
-            .with_label_values(&["live"])
-            .set(self.tree.size() as i64);
-    }
-
-    /// Takes the positions changed since the last checkpoint.
-    fn take_due_positions(&mut self) -> Vec<StoredPosition> {
-        self.drivers
-            .iter_mut()
-            .filter(|(_, d)| d.checkpoint_due)
-            .filter_map(|(id, d)| {
-                d.checkpoint_due = false;
-                d.fix.as_ref().map(|fix| StoredPosition {
-                    driver: *id,
-                    at: fix.at,
-                    heading_deg: fix.heading_deg,
-                    ts_ms: fix.ts_ms,
-                    recorded_at: fix.received_at,
-                })
-            })
             .collect()
     }
 
-    fn checkpoint(&mut self, ctx: &mut Context<Self>) {
-        if self.checkpoint_running {
-            return;
-        }
-        let positions = self.take_due_positions();
-        if positions.is_empty() {
-            return;
-        }
-        self.checkpoint_running = true;
-        let store = self.store.clone();
-        let count = positions.len();
-        ctx.spawn(
-            async move { store.save_positions(positions).await }
-                .into_actor(self)
-                .map(move |result, this, _| {
-                    this.checkpoint_running = false;
-                    match result {
-                        Ok(()) => tracing::debug!(count, "driver positions checkpointed"),
-                        Err(error) => {
-                            tracing::warn!(%error, count, "driver position checkpoint failed")
-                        }
-                    }
-                }),
-        );
-    }
-
-    fn search(
+    /// The nearest drivers to `at` within `radius_m`, by great-circle distance, that pass
+    /// `filter`. The R-tree yields candidates in (nearly) planar order; the search stops once no
+    /// further candidate can be nearer than the `limit`-th found.
+    pub fn nearest(
         &self,
         at: &LatLng,
         radius_m: f64,
         limit: usize,
         filter: &SearchFilter,
+        now: DateTime<Utc>,
     ) -> Vec<NearbyDriver> {
-        let now = self.clock.now();
-        let mut best: Vec<(f64, DriverId)> = Vec::with_capacity(limit + 1);
         if limit == 0 {
             return Vec::new();
         }
+        let mut best: Vec<(f64, DriverId)> = Vec::with_capacity(limit + 1);
         for (entry, planar_d2) in self.tree.nearest_neighbor_iter_with_distance_2(project(at)) {
             // Every further candidate is at least this far on the ground.
             let lower_bound_m = planar_d2.sqrt() * METRES_PER_DEGREE / PLANAR_ERROR;
@@ -365,6 +294,142 @@ impl GeoIndex {
     }
 }
 
+pub struct GeoIndex {
+    index: DriverIndex,
+    clock: SharedClock,
+    rooms: Addr<RoomDirectory>,
+    store: Arc<dyn PositionStore>,
+    /// Moved since the last map drain, with their position at that drain.
+    map_moved: HashMap<DriverId, Option<LatLng>>,
+    /// Gone offline since the last map drain.
+    map_offline: HashSet<DriverId>,
+    /// Where each driver was at the last map drain.
+    map_last_seen: HashMap<DriverId, LatLng>,
+    /// A checkpoint write is still running; the next waits for it.
+    checkpoint_running: bool,
+    checkpoint_every: Duration,
+}
+
+impl GeoIndex {
+    pub fn new(
+        area: Arc<ServiceArea>,
+        clock: SharedClock,
+        stale_after: Duration,
+        rooms: Addr<RoomDirectory>,
+        store: Arc<dyn PositionStore>,
+    ) -> Self {
+        Self {
+            index: DriverIndex::new(area, stale_after),
+            clock,
+            rooms,
+            store,
+            map_moved: HashMap::new(),
+            map_offline: HashSet::new(),
+            map_last_seen: HashMap::new(),
+            checkpoint_running: false,
+            checkpoint_every: CHECKPOINT_EVERY,
+        }
+    }
+
+    /// Writes positions this often instead of every [`CHECKPOINT_EVERY`].
+    pub fn checkpoint_every(mut self, every: Duration) -> Self {
+        self.checkpoint_every = every;
+        self
+    }
+
+    /// Takes a driver out of searches and, if the map showed it, tells the map it is offline.
+    fn take_offline(&mut self, id: DriverId) {
+        if self.index.take_off_tree(id) {
+            self.map_moved.remove(&id);
+            self.map_offline.insert(id);
+        }
+    }
+
+    fn mark_moved(&mut self, id: DriverId) {
+        let previous = self.map_last_seen.get(&id).copied();
+        self.map_moved.entry(id).or_insert(previous);
+        self.map_offline.remove(&id);
+    }
+
+    /// Applies one fix and passes it on to the driver's job room.
+    fn apply_fix(&mut self, id: DriverId, fix: DriverFix) -> bool {
+        let for_room = self.index.job_of(id).map(|job| (job, fix.clone()));
+        match self.index.apply_fix(id, fix) {
+            FixOutcome::Rejected => false,
+            FixOutcome::Accepted { .. } => {
+                if let Some((job, fix)) = for_room {
+                    self.rooms.do_send(DriverLocated {
+                        job,
+                        driver: id,
+                        fix,
+                    });
+                }
+                self.mark_moved(id);
+                true
+            }
+        }
+    }
+
+    fn sweep_stale(&mut self) {
+        for id in self.index.newly_stale(self.clock.now()) {
+            self.take_offline(id);
+        }
+        METRICS
+            .drivers
+            .with_label_values(&["known"])
+            .set(self.index.known() as i64);
+        METRICS
+            .drivers
+            .with_label_values(&["live"])
+            .set(self.index.live() as i64);
+    }
+
+    /// Takes the positions changed since the last checkpoint.
+    fn take_due_positions(&mut self) -> Vec<StoredPosition> {
+        self.index
+            .drivers
+            .iter_mut()
+            .filter(|(_, d)| d.checkpoint_due)
+            .filter_map(|(id, d)| {
+                d.checkpoint_due = false;
+                d.fix.as_ref().map(|fix| StoredPosition {
+                    driver: *id,
+                    at: fix.at,
+                    heading_deg: fix.heading_deg,
+                    ts_ms: fix.ts_ms,
+                    recorded_at: fix.received_at,
+                })
+            })
+            .collect()
+    }
+
+    fn checkpoint(&mut self, ctx: &mut Context<Self>) {
+        if self.checkpoint_running {
+            return;
+        }
+        let positions = self.take_due_positions();
+        if positions.is_empty() {
+            return;
+        }
+        self.checkpoint_running = true;
+        let store = self.store.clone();
+        let count = positions.len();
+        ctx.spawn(
+            async move { store.save_positions(positions).await }
+                .into_actor(self)
+                .map(move |result, this, _| {
+                    this.checkpoint_running = false;
+                    match result {
+                        Ok(()) => tracing::debug!(count, "driver positions checkpointed"),
+                        Err(error) => {
+                            tracing::warn!(%error, count, "driver position checkpoint failed")
+                        }
+                    }
+                }),
+        );
+    }
+}
+
 impl Actor for GeoIndex {
     type Context = Context<Self>;
 
@@ -408,7 +473,7 @@ impl Handler<DriverConnected> for GeoIndex {
     type Result = ();
 
     fn handle(&mut self, msg: DriverConnected, _: &mut Context<Self>) {
-        let driver = self.drivers.entry(msg.driver).or_default();
+        let driver = self.index.drivers.entry(msg.driver).or_default();
         driver.sessions += 1;
         driver.approved = msg.approved;
     }
@@ -425,7 +490,7 @@ impl Handler<DriverDisconnected> for GeoIndex {
     type Result = ();
 
     fn handle(&mut self, msg: DriverDisconnected, _: &mut Context<Self>) {
-        let Some(driver) = self.drivers.get_mut(&msg.driver) else {
+        let Some(driver) = self.index.drivers.get_mut(&msg.driver) else {
             return;
         };
         driver.sessions = driver.sessions.saturating_sub(1);
@@ -454,7 +519,7 @@ impl Handler<SetAvailability> for GeoIndex {
     type Result = Result<(), NotApproved>;
 
     fn handle(&mut self, msg: SetAvailability, _: &mut Context<Self>) -> Self::Result {
-        let driver = self.drivers.entry(msg.driver).or_default();
+        let driver = self.index.drivers.entry(msg.driver).or_default();
         if let Some(approved) = msg.approved {
             driver.approved = approved;
         }
@@ -481,7 +546,7 @@ impl Handler<DriverApproved> for GeoIndex {
     type Result = ();
 
     fn handle(&mut self, msg: DriverApproved, _: &mut Context<Self>) {
-        self.drivers.entry(msg.driver).or_default().approved = true;
+        self.index.drivers.entry(msg.driver).or_default().approved = true;
     }
 }
 
@@ -497,7 +562,7 @@ impl Handler<SetDriverJob> for GeoIndex {
     type Result = ();
 
     fn handle(&mut self, msg: SetDriverJob, _: &mut Context<Self>) {
-        let driver = self.drivers.entry(msg.driver).or_default();
+        let driver = self.index.drivers.entry(msg.driver).or_default();
         if driver.job != msg.job {
             driver.job = msg.job;
             if driver.point.is_some() {
@@ -521,7 +586,13 @@ impl Handler<FindNearest> for GeoIndex {
     type Result = MessageResult<FindNearest>;
 
     fn handle(&mut self, msg: FindNearest, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.search(&msg.at, msg.radius_m, msg.limit, &msg.filter))
+        MessageResult(self.index.nearest(
+            &msg.at,
+            msg.radius_m,
+            msg.limit,
+            &msg.filter,
+            self.clock.now(),
+        ))
     }
 }
 
@@ -543,19 +614,21 @@ impl Handler<GetLiveDrivers> for GeoIndex {
                     project(&LatLng::new(bbox.min_lat, bbox.min_lng).expect("checked box")),
                     project(&LatLng::new(bbox.max_lat, bbox.max_lng).expect("checked box")),
                 );
-                self.tree
+                self.index
+                    .tree
                     .locate_in_envelope(envelope)
                     .map(|e| e.data)
                     .collect::<Vec<_>>()
             }
-            None => self.tree.iter().map(|e| e.data).collect(),
+            None => self.index.tree.iter().map(|e| e.data).collect(),
         };
         MessageResult(
             drivers
                 .into_iter()
                 .filter_map(|id| {
-                    let driver = self.drivers.get(&id)?;
-                    self.is_fresh(driver, now)
+                    let driver = self.index.drivers.get(&id)?;
+                    self.index
+                        .is_fresh(driver, now)
                         .then(|| driver.map_entry(id))
                         .flatten()
                 })
@@ -575,8 +648,8 @@ impl Handler<GetDriver> for GeoIndex {
     type Result = Option<MapDriver>;
 
     fn handle(&mut self, msg: GetDriver, _: &mut Context<Self>) -> Self::Result {
-        let driver = self.drivers.get(&msg.driver)?;
-        if !self.is_fresh(driver, self.clock.now()) || driver.point.is_none() {
+        let driver = self.index.drivers.get(&msg.driver)?;
+        if !self.index.is_fresh(driver, self.clock.now()) || driver.point.is_none() {
             return None;
         }
         driver.map_entry(msg.driver)
@@ -594,7 +667,7 @@ impl Handler<DrainMapChanges> for GeoIndex {
     fn handle(&mut self, _: DrainMapChanges, _: &mut Context<Self>) -> Self::Result {
         let mut changes = MapChanges::default();
         for (id, previous) in std::mem::take(&mut self.map_moved) {
-            if let Some(entry) = self.drivers.get(&id).and_then(|d| d.map_entry(id)) {
+            if let Some(entry) = self.index.drivers.get(&id).and_then(|d| d.map_entry(id)) {
                 self.map_last_seen.insert(
                     id,
                     LatLng::new(entry.lat, entry.lng).expect("stored positions are valid"),
@@ -633,11 +706,11 @@ impl Handler<Restore> for GeoIndex {
 
     fn handle(&mut self, Restore(restored): Restore, _: &mut Context<Self>) {
         for r in restored {
-            let driver = self.drivers.entry(r.driver).or_default();
+            let driver = self.index.drivers.entry(r.driver).or_default();
             driver.approved = r.approved;
             driver.job = r.job;
             if let Some(position) = r.position {
-                driver.county = self.area.county_at(&position.at);
+                driver.county = self.index.area.county_at(&position.at);
                 driver.area_checked_at = Some(position.at);
                 driver.fix = Some(DriverFix {
                     at: position.at,
