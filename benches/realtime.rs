@@ -29,7 +29,11 @@ impl XorShift {
 
     /// A point in the tri-county bounding box.
     fn point(&mut self) -> LatLng {
-        LatLng::new(25.14 + self.next_f64() * 1.83, -80.89 + self.next_f64() * 0.86).unwrap()
+        LatLng::new(
+            25.14 + self.next_f64() * 1.83,
+            -80.89 + self.next_f64() * 0.86,
+        )
+        .unwrap()
     }
 }
 
@@ -46,8 +50,13 @@ fn fix(at: LatLng, ts_ms: i64) -> DriverFix {
 }
 
 fn index_with(drivers: usize, rng: &mut XorShift) -> (DriverIndex, Vec<(DriverId, LatLng)>) {
-    let mut index = DriverIndex::new(Arc::new(ServiceArea::south_florida()), Duration::from_secs(3600));
-    let placed: Vec<(DriverId, LatLng)> = (0..drivers).map(|_| (DriverId::new_random(), rng.point())).collect();
+    let mut index = DriverIndex::new(
+        Arc::new(ServiceArea::south_florida()),
+        Duration::from_secs(3600),
+    );
+    let placed: Vec<(DriverId, LatLng)> = (0..drivers)
+        .map(|_| (DriverId::new_random(), rng.point()))
+        .collect();
     for (id, at) in &placed {
         index.apply_fix(*id, fix(*at, 1));
     }
@@ -138,5 +147,11 @@ fn location_frames(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, move_one_driver, nearest_ten_within_ten_km, geofence, location_frames);
+criterion_group!(
+    benches,
+    move_one_driver,
+    nearest_ten_within_ten_km,
+    geofence,
+    location_frames
+);
 criterion_main!(benches);

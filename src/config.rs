@@ -205,6 +205,10 @@ pub struct RealtimeSettings {
     pub tcp_send_buffer_bytes: Option<usize>,
     /// `POSITION_CHECKPOINT_SECS`: how often driver positions are written to storage.
     pub checkpoint_every: Duration,
+    /// `WS_FRAMES_PER_SECOND`: messages one socket may send per second, sustained.
+    pub frames_per_second: f64,
+    /// `WS_FRAME_BURST`: messages one socket may send at once.
+    pub frame_burst: f64,
 }
 
 /// `LOG_FORMAT`.
@@ -341,6 +345,13 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+fn positive_number(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
+        _ => Err(format!("{raw:?} is not a positive number")),
     }
 }
 
@@ -601,6 +612,8 @@ impl Settings {
                 .then(|| r.number("TCP_SEND_BUFFER_BYTES", 0usize))
                 .filter(|b| *b > 0),
             checkpoint_every: Duration::from_secs(r.number("POSITION_CHECKPOINT_SECS", 15).max(1)),
+            frames_per_second: r.parsed("WS_FRAMES_PER_SECOND", 10.0, positive_number),
+            frame_burst: r.parsed("WS_FRAME_BURST", 40.0, positive_number),
         };
         if realtime.hard_lag_bytes <= realtime.soft_lag_bytes {
             r.problems

@@ -38,9 +38,6 @@ pub const PING_EVERY: Duration = Duration::from_secs(10);
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(30);
 /// Largest frame (and reassembled message) accepted.
 pub const MAX_FRAME: usize = 64 * 1024;
-/// Frames a socket may send per second, sustained, and in a burst.
-pub const FRAMES_PER_SECOND: f64 = 10.0;
-pub const FRAME_BURST: f64 = 40.0;
 /// Dropped frames within [`ABUSE_WINDOW`] that get a socket closed (1008).
 pub const ABUSE_DROPS: u32 = 200;
 pub const ABUSE_WINDOW: Duration = Duration::from_secs(10);
@@ -48,8 +45,10 @@ pub const ABUSE_WINDOW: Duration = Duration::from_secs(10);
 pub const MAX_SUBSCRIPTIONS: usize = 200;
 const PUMP_EVERY: Duration = Duration::from_millis(50);
 
-/// Per-socket frame budget: a token bucket.
+/// Per-socket frame budget: a token bucket (`WS_FRAMES_PER_SECOND`, `WS_FRAME_BURST`).
 struct FrameBudget {
+    per_second: f64,
+    burst: f64,
     tokens: f64,
     refilled: Instant,
     dropped_in_window: u32,
@@ -58,10 +57,12 @@ struct FrameBudget {
 }
 
 impl FrameBudget {
-    fn new() -> Self {
+    fn new(per_second: f64, burst: f64) -> Self {
         let now = Instant::now();
         Self {
-            tokens: FRAME_BURST,
+            per_second,
+            burst,
+            tokens: burst,
             refilled: now,
             dropped_in_window: 0,
             window_started: now,
@@ -71,7 +72,7 @@ impl FrameBudget {
 
     fn take(&mut self, now: Instant) -> bool {
         let elapsed = now.duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * FRAMES_PER_SECOND).min(FRAME_BURST);
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
         self.refilled = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -197,6 +198,10 @@ type Ctx<R> = WebsocketContext<WsSession<R>>;
 
 impl<R: SessionRole> WsSession<R> {
     pub fn new(user: UserId, role: R, state: web::Data<AppState>, gauge: OutboundGauge) -> Self {
+        let budget = FrameBudget::new(
+            state.settings.realtime.frames_per_second,
+            state.settings.realtime.frame_burst,
+        );
         Self {
             id: next_session_id(),
             user,
@@ -208,7 +213,7 @@ impl<R: SessionRole> WsSession<R> {
             held_locations: HashMap::new(),
             map_sync: MapSync::InSync,
             last_heard: Instant::now(),
-            budget: FrameBudget::new(),
+            budget,
             subscriptions: HashSet::new(),
             partial: None,
         }
@@ -332,7 +337,8 @@ impl<R: SessionRole> WsSession<R> {
                 let refusal = Refusal {
                     code: "rate_limited",
                     message: format!(
-                        "more than {FRAMES_PER_SECOND} messages per second; some were dropped"
+                        "more than {} messages per second; some were dropped",
+                        self.budget.per_second
                     ),
                 };
                 self.refuse(ctx, None, &refusal);

@@ -1152,3 +1152,23 @@ async fn a_flooding_socket_is_throttled_then_closed() {
         .await;
     assert_eq!(neighbour.next_of_type("ack").await["id"], 1);
 }
+
+#[actix_web::test]
+async fn a_change_by_a_token_whose_account_is_gone_is_still_recorded() {
+    let app = spawn_app_with(Backend::Sqlite, seeding()).await;
+    let cast = cast(&app).await;
+    let job = book(&app, &cast.customer, DOWNTOWN_MIAMI)
+        .await
+        .assert_status(201)
+        .clone();
+    // A dispatcher token for an account that is not stored (deleted since, say).
+    let ghost = token_for(&uuid::Uuid::new_v4().to_string(), "operator", &app);
+    let assigned = app
+        .post(
+            &format!("/api/jobs/{}/assign", job["id"].as_str().unwrap()),
+            Some(&ghost),
+            json!({ "driver_id": cast.driver_id }),
+        )
+        .await;
+    assert_eq!(assigned.assert_status(200)["status"], "assigned");
+}

@@ -1,0 +1,601 @@
+//! umuve-loadgen: loads a running engine the way the product does. N drivers stream positions at
+//! R Hz (optionally several frames per write), M dispatchers watch the whole map, K customers
+//! follow jobs whose drivers are among the streaming ones; optionally some drivers flood at many
+//! times the allowed rate. Reports message rates, end-to-end latency from each position's `ts`
+//! to its receipt (customers and dispatchers separately), errors, and the engine's memory.
+//!
+//! It sets up its own users and jobs through the HTTP API, minting tokens with the engine's
+//! `JWT_SECRET` (so run it only against an engine you own).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt, stream};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use umuve_actors::geo::{LatLng, ServiceArea};
+
+#[derive(Debug, Parser)]
+#[command(name = "umuve-loadgen", about = "Load generator for umuve-dispatch")]
+struct Args {
+    /// The engine's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The engine's JWT_SECRET, to mint tokens for the users this run creates.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    jwt_secret: String,
+    /// Streaming drivers.
+    #[arg(long, default_value_t = 1000)]
+    drivers: usize,
+    /// Positions per second per driver.
+    #[arg(long, default_value_t = 1.0)]
+    rate: f64,
+    /// Frames per write: 1 is one frame per TCP read; more makes reads carry several frames.
+    #[arg(long, default_value_t = 1)]
+    burst: usize,
+    /// Dispatchers watching the whole map.
+    #[arg(long, default_value_t = 0)]
+    dispatchers: usize,
+    /// Customers following a job whose driver streams (at most --drivers).
+    #[arg(long, default_value_t = 0)]
+    customers: usize,
+    /// Extra drivers that send at --abuse-factor times --rate (and reconnect when closed).
+    #[arg(long, default_value_t = 0)]
+    abusive_drivers: usize,
+    #[arg(long, default_value_t = 20.0)]
+    abuse_factor: f64,
+    /// Seconds measured (after the warm-up).
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 5)]
+    warmup: u64,
+    /// HTTP requests and connections opened at once during set-up.
+    #[arg(long, default_value_t = 128)]
+    setup_concurrency: usize,
+    /// Runtime threads of the load generator.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+/// Counters and latency histograms, reset at the end of the warm-up.
+struct Stats {
+    sent: AtomicU64,
+    customer_frames: AtomicU64,
+    map_deltas: AtomicU64,
+    map_bytes: AtomicU64,
+    error_frames: AtomicU64,
+    closed: AtomicU64,
+    connect_failures: AtomicU64,
+    customer_latency: Mutex<Histogram<u64>>,
+    dispatcher_latency: Mutex<Histogram<u64>>,
+}
+
+impl Stats {
+    fn new() -> Self {
+        let histogram = || Mutex::new(Histogram::new_with_bounds(1, 600_000, 3).unwrap());
+        Self {
+            sent: AtomicU64::new(0),
+            customer_frames: AtomicU64::new(0),
+            map_deltas: AtomicU64::new(0),
+            map_bytes: AtomicU64::new(0),
+            error_frames: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+            connect_failures: AtomicU64::new(0),
+            customer_latency: histogram(),
+            dispatcher_latency: histogram(),
+        }
+    }
+
+    async fn reset(&self) {
+        for counter in [
+            &self.sent,
+            &self.customer_frames,
+            &self.map_deltas,
+            &self.map_bytes,
+            &self.error_frames,
+            &self.closed,
+            &self.connect_failures,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+        self.customer_latency.lock().await.reset();
+        self.dispatcher_latency.lock().await.reset();
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn mint(secret: &str, user: &str, role: &str) -> String {
+    let now = now_ms() / 1000;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({ "sub": user, "role": role, "iat": now, "exp": now + 86_400 }),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 signing")
+}
+
+/// A small generator for positions (no need for cryptographic randomness here).
+struct XorShift(u64);
+
+impl XorShift {
+    fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A start point inside the service area, where people live (west of the beaches, east of the
+/// Everglades); the same for the same index.
+fn start_point(i: usize) -> (f64, f64) {
+    static AREA: std::sync::LazyLock<ServiceArea> =
+        std::sync::LazyLock::new(ServiceArea::south_florida);
+    let mut rng =
+        XorShift(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+    loop {
+        let (lat, lng) = (
+            25.60 + rng.next_f64() * 1.20,
+            -80.38 + rng.next_f64() * 0.20,
+        );
+        if LatLng::new(lat, lng).is_ok_and(|at| AREA.county_at(&at).is_some()) {
+            return (lat, lng);
+        }
+    }
+}
+
+struct Api {
+    http: reqwest::Client,
+    url: String,
+    admin: String,
+}
+
+impl Api {
+    async fn post(&self, path: &str, token: &str, body: Value) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .post(format!("{}{}", self.url, path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("POST {path} answered {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    async fn create_users(
+        &self,
+        role: &str,
+        count: usize,
+        run: &str,
+        concurrency: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        let bodies: Vec<Value> = (0..count)
+            .map(|i| json!({ "role": role, "email": format!("lg-{run}-{role}{i}@load.test"), "approved": true }))
+            .collect();
+        let created: Vec<anyhow::Result<Value>> = stream::iter(bodies)
+            .map(|body| async move { self.post("/api/admin/users", &self.admin, body).await })
+            .buffered(concurrency)
+            .collect()
+            .await;
+        created
+            .into_iter()
+            .map(|user| Ok(user?["id"].as_str().context("user id")?.to_owned()))
+            .collect()
+    }
+
+    async fn engine_rss(&self) -> Option<u64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|l| l.starts_with("process_resident_memory_bytes"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|v| v as u64)
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(url: &str, token: &str) -> anyhow::Result<Socket> {
+    let mut request = format!("{}/ws", url.replace("http://", "ws://")).into_client_request()?;
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+    Ok(socket)
+}
+
+/// A driver: streams positions, reads (and counts) what comes back.
+async fn drive(
+    url: String,
+    token: String,
+    index: usize,
+    rate: f64,
+    burst: usize,
+    stats: Arc<Stats>,
+    reconnect: bool,
+) {
+    let (mut lat, mut lng) = start_point(index);
+    let mut rng = XorShift(index as u64 + 7);
+    loop {
+        let socket = match connect(&url, &token).await {
+            Ok(socket) => socket,
+            Err(_) => {
+                stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                if !reconnect {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let (mut sink, mut incoming) = socket.split();
+        let reader_stats = stats.clone();
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(message)) = incoming.next().await {
+                if let Message::Text(text) = message
+                    && text.contains("\"type\":\"error\"")
+                {
+                    reader_stats.error_frames.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        // Stagger drivers across the period so sends are spread evenly.
+        let period = Duration::from_secs_f64(burst as f64 / rate);
+        tokio::time::sleep(period.mul_f64(rng.next_f64())).await;
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        'stream: loop {
+            ticker.tick().await;
+            for _ in 0..burst {
+                lat += (rng.next_f64() - 0.5) * 0.0004;
+                lng += (rng.next_f64() - 0.5) * 0.0004;
+                let frame = format!(
+                    r#"{{"type":"location","lat":{lat:.6},"lng":{lng:.6},"heading_deg":90,"ts":{}}}"#,
+                    now_ms()
+                );
+                if sink.feed(Message::text(frame)).await.is_err() {
+                    break 'stream;
+                }
+            }
+            if sink.flush().await.is_err() {
+                break 'stream;
+            }
+            stats.sent.fetch_add(burst as u64, Ordering::Relaxed);
+        }
+        reader.abort();
+        stats.closed.fetch_add(1, Ordering::Relaxed);
+        if !reconnect {
+            return;
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Incoming {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    ts: Option<i64>,
+    #[serde(default)]
+    drivers: Vec<DeltaDriver>,
+}
+
+#[derive(Deserialize)]
+struct DeltaDriver {
+    ts: i64,
+}
+
+/// A customer: follows one job, records each position's age on arrival.
+async fn follow(url: String, token: String, job: String, stats: Arc<Stats>) {
+    let Ok(mut socket) = connect(&url, &token).await else {
+        stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    if socket
+        .send(Message::text(
+            json!({ "type": "subscribe", "job_id": job }).to_string(),
+        ))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    while let Some(Ok(message)) = socket.next().await {
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let Ok(frame) = serde_json::from_str::<Incoming>(&text) else {
+            continue;
+        };
+        match frame.kind.as_str() {
+            "driver.location" => {
+                stats.customer_frames.fetch_add(1, Ordering::Relaxed);
+                if let Some(ts) = frame.ts {
+                    let _ = stats
+                        .customer_latency
+                        .lock()
+                        .await
+                        .record((now_ms() - ts).max(1) as u64);
+                }
+            }
+            "error" => {
+                stats.error_frames.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+    stats.closed.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A dispatcher on the whole map: records the age of (a sample of) the positions in each delta.
+async fn watch_map(url: String, token: String, stats: Arc<Stats>) {
+    let Ok(mut socket) = connect(&url, &token).await else {
+        stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    if socket
+        .send(Message::text(
+            json!({ "type": "map.subscribe" }).to_string(),
+        ))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    while let Some(Ok(message)) = socket.next().await {
+        let Message::Text(text) = message else {
+            continue;
+        };
+        if !text.starts_with(r#"{"type":"map.delta""#) {
+            if text.contains("\"type\":\"error\"") {
+                stats.error_frames.fetch_add(1, Ordering::Relaxed);
+            }
+            continue;
+        }
+        stats.map_deltas.fetch_add(1, Ordering::Relaxed);
+        stats
+            .map_bytes
+            .fetch_add(text.len() as u64, Ordering::Relaxed);
+        let received = now_ms();
+        if let Ok(delta) = serde_json::from_str::<Incoming>(&text) {
+            let mut histogram = stats.dispatcher_latency.lock().await;
+            // Every 16th position is plenty for percentiles and keeps the generator light.
+            for driver in delta.drivers.iter().step_by(16) {
+                let _ = histogram.record((received - driver.ts).max(1) as u64);
+            }
+        }
+    }
+    stats.closed.fetch_add(1, Ordering::Relaxed);
+}
+
+fn percentiles(histogram: &Histogram<u64>) -> String {
+    if histogram.is_empty() {
+        return "no samples".into();
+    }
+    format!(
+        "p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms ({} samples)",
+        histogram.value_at_quantile(0.50),
+        histogram.value_at_quantile(0.99),
+        histogram.value_at_quantile(0.999),
+        histogram.max(),
+        histogram.len()
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let run = format!("{:x}", now_ms());
+    let api = Arc::new(Api {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()?,
+        url: args.url.trim_end_matches('/').to_owned(),
+        admin: mint(&args.jwt_secret, &uuid::Uuid::new_v4().to_string(), "admin"),
+    });
+    let customers = args.customers.min(args.drivers);
+
+    eprintln!(
+        "set-up: {} drivers, {} abusive drivers, {customers} customers with jobs, {} dispatchers",
+        args.drivers, args.abusive_drivers, args.dispatchers
+    );
+    let drivers = api
+        .create_users(
+            "driver",
+            args.drivers + args.abusive_drivers,
+            &run,
+            args.setup_concurrency,
+        )
+        .await?;
+    let customer_ids = api
+        .create_users("customer", customers, &run, args.setup_concurrency)
+        .await?;
+    let dispatcher_ids = api
+        .create_users("operator", args.dispatchers, &run, args.setup_concurrency)
+        .await?;
+    // Each customer books a pickup next to a streaming driver, who is then assigned to it.
+    let jobs: Vec<anyhow::Result<String>> = stream::iter(customer_ids.iter().enumerate())
+        .map(|(i, customer)| {
+            let api = api.clone();
+            let token = mint(&args.jwt_secret, customer, "customer");
+            let driver = drivers[i].clone();
+            async move {
+                let (lat, lng) = start_point(i);
+                let job = api
+                    .post("/api/jobs", &token, json!({ "address": "load test", "lat": lat, "lng": lng, "description": "", "load_size": "half" }))
+                    .await?;
+                let id = job["id"].as_str().context("job id")?.to_owned();
+                api.post(&format!("/api/jobs/{id}/assign"), &api.admin, json!({ "driver_id": driver })).await?;
+                Ok(id)
+            }
+        })
+        .buffered(args.setup_concurrency)
+        .collect()
+        .await;
+    let jobs: Vec<String> = jobs.into_iter().collect::<anyhow::Result<_>>()?;
+    let rss_before = api.engine_rss().await;
+
+    let stats = Arc::new(Stats::new());
+    let connections = args.drivers + args.abusive_drivers + customers + args.dispatchers;
+    eprintln!("connecting {connections} sockets");
+    let mut tasks = Vec::new();
+    for (i, id) in dispatcher_ids.iter().enumerate() {
+        let token = mint(&args.jwt_secret, id, "operator");
+        tasks.push(tokio::spawn(watch_map(
+            api.url.clone(),
+            token,
+            stats.clone(),
+        )));
+        if i % args.setup_concurrency == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    for (i, (customer, job)) in customer_ids.iter().zip(&jobs).enumerate() {
+        let token = mint(&args.jwt_secret, customer, "customer");
+        tasks.push(tokio::spawn(follow(
+            api.url.clone(),
+            token,
+            job.clone(),
+            stats.clone(),
+        )));
+        if i % args.setup_concurrency == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for (i, driver) in drivers.iter().enumerate() {
+        let token = mint(&args.jwt_secret, driver, "driver");
+        let abusive = i >= args.drivers;
+        let rate = if abusive {
+            args.rate * args.abuse_factor
+        } else {
+            args.rate
+        };
+        tasks.push(tokio::spawn(drive(
+            api.url.clone(),
+            token,
+            i,
+            rate,
+            args.burst,
+            stats.clone(),
+            abusive,
+        )));
+        if i % args.setup_concurrency == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    eprintln!("warming up for {} s", args.warmup);
+    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+    stats.reset().await;
+    let progress = ProgressBar::new(args.duration);
+    progress.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} s  {msg}").unwrap(),
+    );
+    let started = Instant::now();
+    let mut last_sent = 0;
+    for _ in 0..args.duration {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let sent = stats.sent.load(Ordering::Relaxed);
+        progress.set_message(format!(
+            "{} positions/s, {} to customers, {} map deltas",
+            sent - last_sent,
+            stats.customer_frames.load(Ordering::Relaxed),
+            stats.map_deltas.load(Ordering::Relaxed)
+        ));
+        last_sent = sent;
+        progress.inc(1);
+    }
+    progress.finish();
+    let elapsed = started.elapsed().as_secs_f64();
+    let rss_after = api.engine_rss().await;
+
+    let sent = stats.sent.load(Ordering::Relaxed);
+    println!(
+        "umuve-loadgen: {} drivers at {} Hz (burst {}), {} abusive at {}x, {} dispatchers, {} customers, {:.0} s measured",
+        args.drivers,
+        args.rate,
+        args.burst,
+        args.abusive_drivers,
+        args.abuse_factor,
+        args.dispatchers,
+        customers,
+        elapsed
+    );
+    println!(
+        "positions sent:          {} ({:.0}/s)",
+        sent,
+        sent as f64 / elapsed
+    );
+    println!(
+        "driver.location received: {} ({:.0}/s)",
+        stats.customer_frames.load(Ordering::Relaxed),
+        stats.customer_frames.load(Ordering::Relaxed) as f64 / elapsed
+    );
+    println!(
+        "map.delta received:       {} ({:.1} MB/s)",
+        stats.map_deltas.load(Ordering::Relaxed),
+        stats.map_bytes.load(Ordering::Relaxed) as f64 / elapsed / 1e6
+    );
+    println!(
+        "customer latency:   {}",
+        percentiles(&*stats.customer_latency.lock().await)
+    );
+    println!(
+        "dispatcher latency: {}",
+        percentiles(&*stats.dispatcher_latency.lock().await)
+    );
+    println!(
+        "errors: {} error frames, {} sockets closed, {} failed connects",
+        stats.error_frames.load(Ordering::Relaxed),
+        stats.closed.load(Ordering::Relaxed),
+        stats.connect_failures.load(Ordering::Relaxed)
+    );
+    if let (Some(before), Some(after)) = (rss_before, rss_after) {
+        println!(
+            "engine RSS: {:.1} MiB before connecting, {:.1} MiB at the end; {:.1} KiB per connection",
+            before as f64 / 1048576.0,
+            after as f64 / 1048576.0,
+            (after as f64 - before as f64) / 1024.0 / connections.max(1) as f64
+        );
+    }
+    for task in tasks {
+        task.abort();
+    }
+    Ok(())
+}
