@@ -72,6 +72,8 @@ pub struct AuthRateLimits {
     pub sms_per_phone_per_hour: u32,
     pub sms_per_ip_per_hour: u32,
     pub auth_per_ip_per_minute: u32,
+    /// `WS_CONNECTS_PER_USER_PER_MINUTE`.
+    pub ws_connects_per_user_per_minute: u32,
 }
 
 /// Twilio, when configured.
@@ -445,11 +447,16 @@ impl Settings {
             sms_per_phone_per_hour: r.number("SMS_PER_PHONE_PER_HOUR", 5),
             sms_per_ip_per_hour: r.number("SMS_PER_IP_PER_HOUR", 20),
             auth_per_ip_per_minute: r.number("AUTH_PER_IP_PER_MINUTE", 30),
+            ws_connects_per_user_per_minute: r.number("WS_CONNECTS_PER_USER_PER_MINUTE", 12),
         };
         for (name, value) in [
             ("SMS_PER_PHONE_PER_HOUR", rate_limits.sms_per_phone_per_hour),
             ("SMS_PER_IP_PER_HOUR", rate_limits.sms_per_ip_per_hour),
             ("AUTH_PER_IP_PER_MINUTE", rate_limits.auth_per_ip_per_minute),
+            (
+                "WS_CONNECTS_PER_USER_PER_MINUTE",
+                rate_limits.ws_connects_per_user_per_minute,
+            ),
         ] {
             if value == 0 {
                 r.problems.push(format!("{name}: must be at least 1"));

@@ -5,6 +5,8 @@
 //! - Password-reset emails: the same per-recipient limits as SMS, per address (so nobody can
 //!   flood a mailbox through the reset form).
 //! - Verify, login, Apple, password forgot/reset, admin seed: `AUTH_PER_IP_PER_MINUTE` per IP.
+//! - WebSocket connections: `WS_CONNECTS_PER_USER_PER_MINUTE` per user, so a client that keeps
+//!   reconnecting (after being closed for flooding, say) is refused before any work is done.
 //!
 //! Limits are GCRA (governor): a budget that refills evenly, e.g. 5 per hour is a burst of 5,
 //! then one more every 12 minutes. They run on the engine's clock, like every other expiry.
@@ -59,6 +61,9 @@ pub struct AuthLimiter {
     per_recipient_hour: KeyedLimiter<String>,
     sms_per_ip_hour: KeyedLimiter<IpAddr>,
     auth_per_ip_minute: KeyedLimiter<IpAddr>,
+    ws_connects_per_user: KeyedLimiter<uuid::Uuid>,
+    /// Users whose socket was closed for flooding, refused until the given time.
+    ws_cooldowns: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, DateTime<chrono::Utc>>>,
     clock: EngineClock,
 }
 
@@ -74,6 +79,8 @@ impl AuthLimiter {
             per_recipient_hour: keyed(per_hour(limits.sms_per_phone_per_hour), &clock),
             sms_per_ip_hour: keyed(per_hour(limits.sms_per_ip_per_hour), &clock),
             auth_per_ip_minute: keyed(per_minute(limits.auth_per_ip_per_minute), &clock),
+            ws_connects_per_user: keyed(per_minute(limits.ws_connects_per_user_per_minute), &clock),
+            ws_cooldowns: Default::default(),
             clock,
         }
     }
@@ -106,16 +113,47 @@ impl AuthLimiter {
         self.check(&self.auth_per_ip_minute, &rate_limit_key(ip))
     }
 
+    /// May this user open another WebSocket now?
+    pub fn check_ws_connect(&self, user: uuid::Uuid) -> Result<(), RetryAfter> {
+        let now = self.clock.0.now();
+        if let Some(until) = self.cooldowns().get(&user).copied()
+            && until > now
+        {
+            return Err(RetryAfter((until - now).to_std().unwrap_or_default()));
+        }
+        self.check(&self.ws_connects_per_user, &user)
+    }
+
+    /// Refuses this user's WebSocket connections for `cooldown` (their socket was closed for
+    /// flooding: reconnecting at once would only repeat it).
+    pub fn cool_down_ws(&self, user: uuid::Uuid, cooldown: Duration) {
+        let until = self.clock.0.now() + chrono::Duration::from_std(cooldown).unwrap_or_default();
+        self.cooldowns().insert(user, until);
+    }
+
+    fn cooldowns(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<uuid::Uuid, DateTime<chrono::Utc>>>
+    {
+        self.ws_cooldowns
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Forgets keys whose budget is full again, so memory follows recent traffic only.
     pub fn forget_idle_keys(&self) {
         self.per_recipient_minute.retain_recent();
         self.per_recipient_hour.retain_recent();
         self.sms_per_ip_hour.retain_recent();
         self.auth_per_ip_minute.retain_recent();
+        self.ws_connects_per_user.retain_recent();
+        let now = self.clock.0.now();
+        self.cooldowns().retain(|_, until| *until > now);
         self.per_recipient_minute.shrink_to_fit();
         self.per_recipient_hour.shrink_to_fit();
         self.sms_per_ip_hour.shrink_to_fit();
         self.auth_per_ip_minute.shrink_to_fit();
+        self.ws_connects_per_user.shrink_to_fit();
     }
 }
 
@@ -135,6 +173,7 @@ mod tests {
             sms_per_phone_per_hour: 5,
             sms_per_ip_per_hour: 3,
             auth_per_ip_per_minute: 2,
+            ws_connects_per_user_per_minute: 2,
         }
     }
 

@@ -40,6 +40,7 @@ pub struct WsQuery {
         (status = 101, description = "Switching to the WebSocket protocol (see docs/protocol.md)"),
         (status = 400, description = "Not a WebSocket handshake", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 429, description = "Too many connections for this user (WS_CONNECTS_PER_USER_PER_MINUTE)", body = ErrorBody),
     )
 )]
 #[get("/ws")]
@@ -55,6 +56,10 @@ pub async fn upgrade(
             ApiError::Unauthorized("missing token (Authorization: Bearer, or ?token=)".into())
         })?;
     let caller = Caller::from_token(&state, token)?;
+    state
+        .auth_limits
+        .check_ws_connect(caller.user_id)
+        .map_err(|wait| ApiError::rate_limited(wait.0))?;
     // The account as stored now: its role and approval, not what the token said a month ago.
     let user = users::by_id(&state.db, caller.user_id)
         .await?

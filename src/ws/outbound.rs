@@ -7,14 +7,14 @@
 //! tells the session how many bytes wait for the reader, which is what its back-pressure policy
 //! looks at; the policy closes a reader before that amount grows past its limit.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use tokio::sync::mpsc;
 
 /// Shared between a session and its response stream (same thread).
 #[derive(Clone, Default)]
@@ -43,9 +43,23 @@ impl OutboundGauge {
     }
 }
 
+/// What waits between the session's output and the HTTP writer. Both ends live on the session's
+/// thread; an empty queue holds no allocation (a channel per socket would preallocate blocks,
+/// and there are tens of thousands of sockets).
+#[derive(Default)]
+struct Pipe<E> {
+    queue: VecDeque<Result<Bytes, E>>,
+    /// The writer, waiting for bytes.
+    waiting: Option<Waker>,
+    /// The session's output ended.
+    finished: bool,
+    /// The writer is gone (client disconnected, or aborted).
+    dropped: bool,
+}
+
 /// The response body: what the session wrote, as the writer takes it.
 pub struct Metered<E> {
-    queue: Option<mpsc::UnboundedReceiver<Result<Bytes, E>>>,
+    pipe: Rc<RefCell<Pipe<E>>>,
     gauge: OutboundGauge,
 }
 
@@ -56,46 +70,74 @@ where
     S: Stream<Item = Result<Bytes, E>> + 'static,
     E: 'static,
 {
-    let (sender, queue) = mpsc::unbounded_channel();
+    let pipe = Rc::new(RefCell::new(Pipe {
+        queue: VecDeque::new(),
+        waiting: None,
+        finished: false,
+        dropped: false,
+    }));
+    let producer = pipe.clone();
     actix_web::rt::spawn(async move {
         let mut output = Box::pin(output);
         while let Some(item) = output.next().await {
-            // The response is gone (client disconnected, or aborted): dropping the context
-            // stops the session.
-            if sender.send(item).is_err() {
-                break;
+            let mut pipe = producer.borrow_mut();
+            // The writer is gone: dropping the context stops the session.
+            if pipe.dropped {
+                return;
+            }
+            pipe.queue.push_back(item);
+            if let Some(writer) = pipe.waiting.take() {
+                writer.wake();
             }
         }
+        let mut pipe = producer.borrow_mut();
+        pipe.finished = true;
+        if let Some(writer) = pipe.waiting.take() {
+            writer.wake();
+        }
     });
-    Metered {
-        queue: Some(queue),
-        gauge,
-    }
+    Metered { pipe, gauge }
 }
 
 impl<E> Stream for Metered<E> {
     type Item = Result<Bytes, E>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut pipe = self.pipe.borrow_mut();
         if self.gauge.aborted.get() {
-            // Frees what waited; the sender sees the channel closed.
-            self.queue = None;
+            // Frees what waited for a reader that will not read it.
+            pipe.queue = VecDeque::new();
+            pipe.dropped = true;
             return Poll::Ready(None);
         }
-        let Some(queue) = self.queue.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let polled = queue.poll_recv(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(bytes))) => {
-                self.gauge
-                    .pulled
-                    .set(self.gauge.pulled.get() + bytes.len() as u64);
+        match pipe.queue.pop_front() {
+            Some(item) => {
+                if let Ok(bytes) = &item {
+                    self.gauge
+                        .pulled
+                        .set(self.gauge.pulled.get() + bytes.len() as u64);
+                }
+                if pipe.queue.is_empty() {
+                    // Give back what a burst made the queue hold.
+                    pipe.queue.shrink_to(4);
+                }
+                Poll::Ready(Some(item))
             }
-            Poll::Pending => self.gauge.drained.set(true),
-            _ => {}
+            None if pipe.finished => Poll::Ready(None),
+            None => {
+                self.gauge.drained.set(true);
+                pipe.waiting = Some(cx.waker().clone());
+                Poll::Pending
+            }
         }
-        polled
+    }
+}
+
+impl<E> Drop for Metered<E> {
+    fn drop(&mut self) {
+        let mut pipe = self.pipe.borrow_mut();
+        pipe.dropped = true;
+        pipe.queue.clear();
     }
 }
 

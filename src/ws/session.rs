@@ -20,7 +20,7 @@ use umuve_actors::ids::{DriverId, JobId, UserId};
 use umuve_actors::realtime::dispatch_map::{MapSubscribe, MapUnsubscribe, ResyncMap};
 use umuve_actors::realtime::frame::{Deliver, Frame, FrameKind, SessionId, next_session_id};
 use umuve_actors::realtime::geo_index::{DriverConnected, DriverDisconnected, SetAvailability};
-use umuve_actors::realtime::metrics::METRICS;
+use umuve_actors::realtime::metrics::{METRICS, count};
 use umuve_actors::realtime::model::{DriverFix, Job};
 use umuve_actors::realtime::protocol::ServerMessage;
 use umuve_actors::realtime::registry::{RegisterSession, UnregisterSession};
@@ -41,6 +41,8 @@ pub const MAX_FRAME: usize = 64 * 1024;
 /// Dropped frames within [`ABUSE_WINDOW`] that get a socket closed (1008).
 pub const ABUSE_DROPS: u32 = 200;
 pub const ABUSE_WINDOW: Duration = Duration::from_secs(10);
+/// After a close for flooding, the user's new connections are refused this long (429).
+pub const ABUSE_COOLDOWN: Duration = Duration::from_secs(60);
 /// Jobs one socket may watch at once.
 pub const MAX_SUBSCRIPTIONS: usize = 200;
 const PUMP_EVERY: Duration = Duration::from_millis(50);
@@ -186,6 +188,8 @@ pub struct WsSession<R: SessionRole> {
     held_locations: HashMap<JobId, Deliver>,
     map_sync: MapSync,
     last_heard: Instant,
+    /// A pump is due (see `schedule_pump`).
+    pump_scheduled: bool,
     budget: FrameBudget,
     subscriptions: HashSet<JobId>,
     /// A fragmented text message being put together.
@@ -213,6 +217,7 @@ impl<R: SessionRole> WsSession<R> {
             held_locations: HashMap::new(),
             map_sync: MapSync::InSync,
             last_heard: Instant::now(),
+            pump_scheduled: false,
             budget,
             subscriptions: HashSet::new(),
             partial: None,
@@ -230,10 +235,7 @@ impl<R: SessionRole> WsSession<R> {
     fn write(&mut self, ctx: &mut Ctx<R>, message: Deliver) {
         self.lag();
         self.written += frame_size(message.frame.len());
-        METRICS
-            .messages_out
-            .with_label_values(&[message.name])
-            .inc();
+        count(&METRICS.messages_out, message.name);
         if let Some(origin) = message.origin {
             METRICS
                 .location_fanout_seconds
@@ -295,6 +297,8 @@ impl<R: SessionRole> WsSession<R> {
             let since = *self.lagging_since.get_or_insert_with(Instant::now);
             if lag > limits.hard_lag_bytes || since.elapsed() > limits.stall_limit {
                 self.drop_slow_reader(ctx);
+            } else {
+                self.schedule_pump(ctx);
             }
             return;
         }
@@ -306,6 +310,18 @@ impl<R: SessionRole> WsSession<R> {
         if self.map_sync == MapSync::NeedsSnapshot {
             self.map_sync = MapSync::AwaitingSnapshot;
             self.state.hub.map.do_send(ResyncMap { session: self.id });
+        }
+    }
+
+    /// Runs [`Self::pump`] soon, once. Only a socket whose reader is behind needs pumping, so
+    /// there is no timer per socket otherwise (tens of thousands of sockets).
+    fn schedule_pump(&mut self, ctx: &mut Ctx<R>) {
+        if !self.pump_scheduled {
+            self.pump_scheduled = true;
+            ctx.run_later(PUMP_EVERY, |this, ctx| {
+                this.pump_scheduled = false;
+                this.pump(ctx);
+            });
         }
     }
 
@@ -322,11 +338,11 @@ impl<R: SessionRole> WsSession<R> {
     fn on_text(&mut self, ctx: &mut Ctx<R>, text: &str) {
         let now = Instant::now();
         if !self.budget.take(now) {
-            METRICS
-                .frames_dropped
-                .with_label_values(&["rate_limited"])
-                .inc();
+            count(&METRICS.frames_dropped, "rate_limited");
             if self.budget.abusive() {
+                self.state
+                    .auth_limits
+                    .cool_down_ws(self.user.as_uuid(), ABUSE_COOLDOWN);
                 self.close(
                     ctx,
                     CloseCode::Policy,
@@ -350,7 +366,7 @@ impl<R: SessionRole> WsSession<R> {
             && self.state.hub.locations.is_shedding()
             && text.trim_start().starts_with(r#"{"type":"location"#)
         {
-            METRICS.frames_dropped.with_label_values(&["shed"]).inc();
+            count(&METRICS.frames_dropped, "shed");
             return;
         }
         let raw = match protocol::parse(text) {
@@ -361,10 +377,7 @@ impl<R: SessionRole> WsSession<R> {
                 return;
             }
         };
-        METRICS
-            .messages_in
-            .with_label_values(&[raw.metric_name()])
-            .inc();
+        count(&METRICS.messages_in, raw.metric_name());
         let id = raw.id.map(|id| id.to_owned());
         match raw.command() {
             Ok(command) => self.on_command(ctx, command, id),
@@ -610,8 +623,8 @@ impl<R: SessionRole> Actor for WsSession<R> {
             server_time: self.state.clock.now(),
         };
         self.send(ctx, "hello", &hello);
+        // One timer per socket (tens of thousands of sockets): it pumps, and pings when due.
         ctx.run_interval(PING_EVERY, |this, ctx| this.heartbeat(ctx));
-        ctx.run_interval(PUMP_EVERY, |this, ctx| this.pump(ctx));
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
@@ -690,8 +703,11 @@ impl<R: SessionRole> Handler<Deliver> for WsSession<R> {
                     self.map_sync = MapSync::InSync;
                 }
                 self.write(ctx, message);
-                if self.lag() > limits.hard_lag_bytes {
+                let lag = self.lag();
+                if lag > limits.hard_lag_bytes {
                     self.drop_slow_reader(ctx);
+                } else if lag > limits.soft_lag_bytes {
+                    self.schedule_pump(ctx);
                 }
             }
             FrameKind::Location { job } => {
@@ -699,22 +715,18 @@ impl<R: SessionRole> Handler<Deliver> for WsSession<R> {
                     if self.held_locations.insert(job, message).is_some() {
                         METRICS.locations_coalesced.inc();
                     }
+                    self.schedule_pump(ctx);
                 } else {
                     self.write(ctx, message);
                 }
             }
             FrameKind::MapDelta => {
                 if self.map_sync != MapSync::InSync {
-                    METRICS
-                        .frames_dropped
-                        .with_label_values(&["slow_reader"])
-                        .inc();
+                    count(&METRICS.frames_dropped, "slow_reader");
                 } else if self.lag() > limits.soft_lag_bytes {
-                    METRICS
-                        .frames_dropped
-                        .with_label_values(&["slow_reader"])
-                        .inc();
+                    count(&METRICS.frames_dropped, "slow_reader");
                     self.map_sync = MapSync::NeedsSnapshot;
+                    self.schedule_pump(ctx);
                 } else {
                     self.write(ctx, message);
                 }

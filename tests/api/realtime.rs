@@ -1151,6 +1151,55 @@ async fn a_flooding_socket_is_throttled_then_closed() {
         .send_json(json!({ "type": "unsubscribe", "job_id": uuid::Uuid::new_v4(), "id": 1 }))
         .await;
     assert_eq!(neighbour.next_of_type("ack").await["id"], 1);
+
+    // Reconnecting at once would only repeat it: the flooder's user is refused for a while.
+    let url = format!(
+        "{}/ws?token={}",
+        app.address.replace("http://", "ws://"),
+        cast.driver
+    );
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429);
+            let retry_after: u64 = response.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((50..=60).contains(&retry_after), "{retry_after}");
+        }
+        other => panic!("expected 429, got {:?}", other.map(|_| ())),
+    }
+    app.clock.advance(chrono::Duration::seconds(61));
+    app.ws(&cast.driver).await;
+}
+
+#[actix_web::test]
+async fn websocket_connections_are_limited_per_user() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        seeding().set("WS_CONNECTS_PER_USER_PER_MINUTE", "3"),
+    )
+    .await;
+    let cast = cast(&app).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(app.ws(&cast.customer).await);
+    }
+    let refused = app
+        .send(
+            app.client
+                .get(app.url("/ws"))
+                .bearer_auth(&cast.customer)
+                .header("connection", "Upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-version", "13")
+                .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        )
+        .await;
+    refused.assert_error(429, "rate_limited");
+    // Other users are not affected.
+    app.ws(&cast.driver).await;
 }
 
 #[actix_web::test]

@@ -1,7 +1,7 @@
 //! `GeoIndex`: live driver positions in an R-tree, with each driver's availability, approval,
 //! active job, connection and last fix. Positions arrive in batches (see `batcher`), never one
-//! message per fix, and never touch the database one by one: a checkpoint of the positions that
-//! changed is written at most every 15 s, by a spawned future.
+//! message per fix, and never touch the database one by one: each driver's position is written
+//! at most every 15 s, in batches, by a spawned future.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -73,6 +73,8 @@ struct Driver {
     area_checked_at: Option<LatLng>,
     /// Changed since the last checkpoint.
     checkpoint_due: bool,
+    /// When its position was last written (the engine's clock).
+    checkpointed_at: Option<DateTime<Utc>>,
 }
 
 impl Driver {
@@ -384,14 +386,19 @@ impl GeoIndex {
             .set(self.index.live() as i64);
     }
 
-    /// Takes the positions changed since the last checkpoint.
-    fn take_due_positions(&mut self) -> Vec<StoredPosition> {
+    /// Takes the positions changed since the last checkpoint and last written at least
+    /// `min_age` ago (zero: every changed one).
+    fn take_due_positions(&mut self, min_age: chrono::Duration) -> Vec<StoredPosition> {
+        let now = self.clock.now();
         self.index
             .drivers
             .iter_mut()
-            .filter(|(_, d)| d.checkpoint_due)
+            .filter(|(_, d)| {
+                d.checkpoint_due && d.checkpointed_at.is_none_or(|at| now - at >= min_age)
+            })
             .filter_map(|(id, d)| {
                 d.checkpoint_due = false;
+                d.checkpointed_at = Some(now);
                 d.fix.as_ref().map(|fix| StoredPosition {
                     driver: *id,
                     at: fix.at,
@@ -407,7 +414,9 @@ impl GeoIndex {
         if self.checkpoint_running {
             return;
         }
-        let positions = self.take_due_positions();
+        let min_age = chrono::Duration::from_std(self.checkpoint_every)
+            .unwrap_or(chrono::Duration::seconds(15));
+        let positions = self.take_due_positions(min_age);
         if positions.is_empty() {
             return;
         }
@@ -436,7 +445,11 @@ impl Actor for GeoIndex {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(GEO_INDEX_MAILBOX);
         ctx.run_interval(SWEEP_EVERY, |this, _| this.sweep_stale());
-        ctx.run_interval(self.checkpoint_every, |this, ctx| this.checkpoint(ctx));
+        // Checked every second, but each driver is written at most once per period: drivers
+        // connect at different times, so writes spread evenly instead of all at once.
+        ctx.run_interval(SWEEP_EVERY.min(self.checkpoint_every), |this, ctx| {
+            this.checkpoint(ctx)
+        });
     }
 }
 
@@ -735,7 +748,7 @@ impl Handler<FlushPositions> for GeoIndex {
     type Result = ResponseFuture<Result<usize, String>>;
 
     fn handle(&mut self, _: FlushPositions, _: &mut Context<Self>) -> Self::Result {
-        let positions = self.take_due_positions();
+        let positions = self.take_due_positions(chrono::Duration::zero());
         let store = self.store.clone();
         Box::pin(async move {
             let count = positions.len();

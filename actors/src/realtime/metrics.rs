@@ -125,3 +125,28 @@ pub static METRICS: LazyLock<RealtimeMetrics> = LazyLock::new(RealtimeMetrics::n
 pub fn mailbox(actor: &str) -> IntGauge {
     METRICS.mailbox_depth.with_label_values(&[actor])
 }
+
+/// `counters.with_label_values(&[label]).inc()` for the hot paths (every frame in and out):
+/// the label's counter is looked up once per thread and kept, instead of hashing the label and
+/// taking the vector's lock on every message.
+pub fn count(counters: &'static IntCounterVec, label: &'static str) {
+    use std::cell::RefCell;
+    thread_local! {
+        static CACHE: RefCell<Vec<(usize, usize, usize, IntCounter)>> = const { RefCell::new(Vec::new()) };
+    }
+    let key = (
+        counters as *const IntCounterVec as usize,
+        label.as_ptr() as usize,
+        label.len(),
+    );
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some((.., counter)) = cache.iter().find(|(v, p, l, _)| (*v, *p, *l) == key) {
+            counter.inc();
+            return;
+        }
+        let counter = counters.with_label_values(&[label]);
+        counter.inc();
+        cache.push((key.0, key.1, key.2, counter));
+    });
+}
