@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
 use umuve_actors::geo::{LatLng, ServiceArea};
 use umuve_actors::ids::{DriverId, JobId};
 use umuve_actors::realtime::frame::Frame;
@@ -16,25 +18,13 @@ use umuve_actors::realtime::model::DriverFix;
 use umuve_actors::realtime::protocol::ServerMessage;
 use umuve_dispatch::ws::protocol;
 
-/// A deterministic generator, so runs compare.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next_f64(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// A point in the tri-county bounding box.
-    fn point(&mut self) -> LatLng {
-        LatLng::new(
-            25.14 + self.next_f64() * 1.83,
-            -80.89 + self.next_f64() * 0.86,
-        )
-        .unwrap()
-    }
+/// A point in the tri-county bounding box; seeded generators keep runs comparable.
+fn random_point(rng: &mut SmallRng) -> LatLng {
+    LatLng::new(
+        25.14 + rng.random::<f64>() * 1.83,
+        -80.89 + rng.random::<f64>() * 0.86,
+    )
+    .unwrap()
 }
 
 fn fix(at: LatLng, ts_ms: i64) -> DriverFix {
@@ -49,13 +39,13 @@ fn fix(at: LatLng, ts_ms: i64) -> DriverFix {
     }
 }
 
-fn index_with(drivers: usize, rng: &mut XorShift) -> (DriverIndex, Vec<(DriverId, LatLng)>) {
+fn index_with(drivers: usize, rng: &mut SmallRng) -> (DriverIndex, Vec<(DriverId, LatLng)>) {
     let mut index = DriverIndex::new(
         Arc::new(ServiceArea::south_florida()),
         Duration::from_secs(3600),
     );
     let placed: Vec<(DriverId, LatLng)> = (0..drivers)
-        .map(|_| (DriverId::new_random(), rng.point()))
+        .map(|_| (DriverId::new_random(), random_point(rng)))
         .collect();
     for (id, at) in &placed {
         index.apply_fix(*id, fix(*at, 1));
@@ -68,7 +58,7 @@ const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
 fn move_one_driver(c: &mut Criterion) {
     let mut group = c.benchmark_group("geo_index/move_one_driver");
     for size in SIZES {
-        let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+        let mut rng = SmallRng::seed_from_u64(0x2545_F491_4F6C_DD1D);
         let (mut index, placed) = index_with(size, &mut rng);
         let mut ts = 2;
         let mut i = 0usize;
@@ -91,9 +81,9 @@ fn nearest_ten_within_ten_km(c: &mut Criterion) {
     let mut group = c.benchmark_group("geo_index/nearest_10_within_10km");
     let now = Utc::now();
     for size in SIZES {
-        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        let mut rng = SmallRng::seed_from_u64(0x9E37_79B9_7F4A_7C15);
         let (index, _) = index_with(size, &mut rng);
-        let queries: Vec<LatLng> = (0..1024).map(|_| rng.point()).collect();
+        let queries: Vec<LatLng> = (0..1024).map(|_| random_point(&mut rng)).collect();
         let filter = SearchFilter::default();
         let mut i = 0usize;
         group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
@@ -108,8 +98,8 @@ fn nearest_ten_within_ten_km(c: &mut Criterion) {
 
 fn geofence(c: &mut Criterion) {
     let area = ServiceArea::south_florida();
-    let mut rng = XorShift(0xD1B5_4A32_D192_ED03);
-    let points: Vec<LatLng> = (0..4096).map(|_| rng.point()).collect();
+    let mut rng = SmallRng::seed_from_u64(0xD1B5_4A32_D192_ED03);
+    let points: Vec<LatLng> = (0..4096).map(|_| random_point(&mut rng)).collect();
     let mut i = 0usize;
     c.bench_function("geofence/county_at (tri-county box)", |b| {
         b.iter(|| {

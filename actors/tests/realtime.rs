@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
 use tokio::sync::mpsc;
 use umuve_actors::clock::{Clock, ManualClock, SharedClock};
 use umuve_actors::geo::{BBox, LatLng, ServiceArea};
@@ -96,32 +98,20 @@ fn fix(clock: &ManualClock, lat: f64, lng: f64, ts_ms: i64) -> DriverFix {
     }
 }
 
-/// A small deterministic generator, so failures reproduce.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next_f64(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// A point in the tri-county box.
-    fn point(&mut self) -> (f64, f64) {
-        (
-            25.14 + self.next_f64() * 1.83,
-            -80.89 + self.next_f64() * 0.86,
-        )
-    }
+/// A point in the tri-county box.
+fn random_point(rng: &mut SmallRng) -> (f64, f64) {
+    (
+        25.14 + rng.random::<f64>() * 1.83,
+        -80.89 + rng.random::<f64>() * 0.86,
+    )
 }
 
 #[actix_rt::test]
 async fn nearest_matches_a_brute_force_search() {
     let s = setup();
-    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let mut rng = SmallRng::seed_from_u64(0x9E37_79B9_7F4A_7C15);
     let drivers: Vec<(DriverId, (f64, f64))> = (0..3000)
-        .map(|_| (DriverId::new_random(), rng.point()))
+        .map(|_| (DriverId::new_random(), random_point(&mut rng)))
         .collect();
     let batch = drivers
         .iter()
@@ -130,10 +120,10 @@ async fn nearest_matches_a_brute_force_search() {
     s.geo.send(LocationBatch(batch)).await.unwrap();
 
     for _ in 0..200 {
-        let (lat, lng) = rng.point();
+        let (lat, lng) = random_point(&mut rng);
         let at = LatLng::new(lat, lng).unwrap();
-        let radius_m = 1_000.0 + rng.next_f64() * 40_000.0;
-        let limit = 1 + (rng.next_f64() * 20.0) as usize;
+        let radius_m = 1_000.0 + rng.random::<f64>() * 40_000.0;
+        let limit = 1 + (rng.random::<f64>() * 20.0) as usize;
         let found = s
             .geo
             .send(FindNearest {

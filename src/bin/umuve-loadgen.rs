@@ -16,6 +16,8 @@ use clap::Parser;
 use futures_util::{SinkExt, StreamExt, stream};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -131,29 +133,18 @@ fn mint(secret: &str, user: &str, role: &str) -> String {
     .expect("HS256 signing")
 }
 
-/// A small generator for positions (no need for cryptographic randomness here).
-struct XorShift(u64);
-
-impl XorShift {
-    fn next_f64(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// A start point inside the service area, where people live (west of the beaches, east of the
 /// Everglades); the same for the same index.
 fn start_point(i: usize) -> (f64, f64) {
     static AREA: std::sync::LazyLock<ServiceArea> =
         std::sync::LazyLock::new(ServiceArea::south_florida);
-    let mut rng =
-        XorShift(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let mut rng = SmallRng::seed_from_u64(
+        0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
+    );
     loop {
         let (lat, lng) = (
-            25.60 + rng.next_f64() * 1.20,
-            -80.38 + rng.next_f64() * 0.20,
+            25.60 + rng.random::<f64>() * 1.20,
+            -80.38 + rng.random::<f64>() * 0.20,
         );
         if LatLng::new(lat, lng).is_ok_and(|at| AREA.county_at(&at).is_some()) {
             return (lat, lng);
@@ -267,7 +258,7 @@ async fn drive(
     reconnect: bool,
 ) {
     let (mut lat, mut lng) = start_point(index);
-    let mut rng = XorShift(index as u64 + 7);
+    let mut rng = SmallRng::seed_from_u64(index as u64 + 7);
     loop {
         let socket = match connect(&url, &token).await {
             Ok(socket) => socket,
@@ -277,7 +268,7 @@ async fn drive(
                     return;
                 }
                 // Retry after 1 to 5 s, spread out, like real clients backing off.
-                tokio::time::sleep(Duration::from_secs_f64(1.0 + 4.0 * rng.next_f64())).await;
+                tokio::time::sleep(Duration::from_secs_f64(1.0 + 4.0 * rng.random::<f64>())).await;
                 continue;
             }
         };
@@ -294,14 +285,14 @@ async fn drive(
         });
         // Stagger drivers across the period so sends are spread evenly.
         let period = Duration::from_secs_f64(burst as f64 / rate);
-        tokio::time::sleep(period.mul_f64(rng.next_f64())).await;
+        tokio::time::sleep(period.mul_f64(rng.random::<f64>())).await;
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         'stream: loop {
             ticker.tick().await;
             for _ in 0..burst {
-                lat += (rng.next_f64() - 0.5) * 0.0004;
-                lng += (rng.next_f64() - 0.5) * 0.0004;
+                lat += (rng.random::<f64>() - 0.5) * 0.0004;
+                lng += (rng.random::<f64>() - 0.5) * 0.0004;
                 let frame = format!(
                     r#"{{"type":"location","lat":{lat:.6},"lng":{lng:.6},"heading_deg":90,"ts":{}}}"#,
                     now_ms()

@@ -3,6 +3,7 @@
 pub mod client_ip;
 pub mod edge;
 pub mod error;
+pub mod pagination;
 pub mod route_table;
 
 pub use error::{ApiError, ErrorBody};

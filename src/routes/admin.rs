@@ -1,9 +1,7 @@
 //! `/api/admin/*`: the first admin, staff-made accounts, driver approval, user listing.
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
+
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -14,7 +12,7 @@ use uuid::Uuid;
 use crate::auth::caller::{Admins, Authorized, Dispatchers};
 use crate::domain::{EmailAddress, Password, PersonName, Phone, Role};
 use crate::http::client_ip::client_ip;
-use crate::http::{ApiError, ErrorBody};
+use crate::http::{ApiError, ErrorBody, pagination};
 use crate::state::AppState;
 use crate::storage::users::{self, NewUser, SeedOutcome, User, UserFilter, approved_on_creation};
 
@@ -216,25 +214,6 @@ pub async fn approve_driver(
     }
 }
 
-const DEFAULT_PAGE: u32 = 50;
-const MAX_PAGE: u32 = 100;
-
-fn encode_cursor(user: &User) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}|{}", user.created_at.to_rfc3339(), user.id))
-}
-
-fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    let invalid = || ApiError::BadRequest("cursor is not one this API gave out".into());
-    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
-    let raw = String::from_utf8(raw).map_err(|_| invalid())?;
-    let (time, id) = raw.split_once('|').ok_or_else(invalid)?;
-    let time = DateTime::parse_from_rfc3339(time)
-        .map_err(|_| invalid())?
-        .with_timezone(&Utc);
-    let id = Uuid::parse_str(id).map_err(|_| invalid())?;
-    Ok((time, id))
-}
-
 /// Lists users, newest first (dispatchers).
 #[utoipa::path(
     tag = "admin",
@@ -253,24 +232,18 @@ pub async fn list_users(
     _dispatcher: Authorized<Dispatchers>,
     query: web::Query<ListUsersQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
-    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let limit = pagination::limit(query.limit)?;
+    let after = query
+        .cursor
+        .as_deref()
+        .map(pagination::decode)
+        .transpose()?;
     let filter = UserFilter {
         role: query.role,
         approved: query.approved,
     };
     // One extra row tells whether another page exists.
     let mut users = users::list(&state.db, filter, after, limit + 1).await?;
-    let next_cursor = if users.len() > limit as usize {
-        users.truncate(limit as usize);
-        users.last().map(encode_cursor)
-    } else {
-        None
-    };
+    let next_cursor = pagination::next_cursor(&mut users, limit, |u| (u.created_at, u.id));
     Ok(HttpResponse::Ok().json(UserPage { users, next_cursor }))
 }

@@ -1,8 +1,6 @@
 //! `/api/jobs`: booking, reading, listing, cancelling, status moves, manual assignment.
 
 use actix_web::{HttpResponse, get, post, web};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use umuve_actors::geo::LatLng;
@@ -13,7 +11,7 @@ use uuid::Uuid;
 
 use crate::auth::caller::{Authorized, Caller, Customers, Dispatchers};
 use crate::domain::Role;
-use crate::http::{ApiError, ErrorBody};
+use crate::http::{ApiError, ErrorBody, pagination};
 use crate::jobs::{self, Change};
 use crate::state::AppState;
 use crate::storage::jobs::{self as job_store, JobScope, NewJob};
@@ -181,26 +179,6 @@ pub async fn get_job(
     Ok(HttpResponse::Ok().json(visible_job(&state, &caller, id.into_inner()).await?))
 }
 
-const DEFAULT_PAGE: u32 = 50;
-const MAX_PAGE: u32 = 100;
-
-fn encode_cursor(job: &Job) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}|{}", job.created_at.to_rfc3339(), job.id))
-}
-
-fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    let invalid = || ApiError::BadRequest("cursor is not one this API gave out".into());
-    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?)
-        .map_err(|_| invalid())?;
-    let (time, id) = raw.split_once('|').ok_or_else(invalid)?;
-    Ok((
-        DateTime::parse_from_rfc3339(time)
-            .map_err(|_| invalid())?
-            .with_timezone(&Utc),
-        Uuid::parse_str(id).map_err(|_| invalid())?,
-    ))
-}
-
 /// Jobs, newest first: customers see theirs, drivers theirs, dispatchers all.
 #[utoipa::path(
     tag = "jobs",
@@ -218,25 +196,19 @@ pub async fn list_jobs(
     caller: Caller,
     query: web::Query<ListJobsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
-    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let limit = pagination::limit(query.limit)?;
+    let after = query
+        .cursor
+        .as_deref()
+        .map(pagination::decode)
+        .transpose()?;
     let scope = match caller.role {
         Role::Customer => JobScope::Customer(UserId::from_uuid(caller.user_id)),
         Role::Driver => JobScope::Driver(DriverId::from_uuid(caller.user_id)),
         Role::Admin | Role::Operator => JobScope::All,
     };
     let mut jobs = job_store::list(&state.db, scope, query.status, after, limit + 1).await?;
-    let next_cursor = if jobs.len() > limit as usize {
-        jobs.truncate(limit as usize);
-        jobs.last().map(encode_cursor)
-    } else {
-        None
-    };
+    let next_cursor = pagination::next_cursor(&mut jobs, limit, |j| (j.created_at, j.id.as_uuid()));
     Ok(HttpResponse::Ok().json(JobPage { jobs, next_cursor }))
 }
 

@@ -27,25 +27,29 @@ pub enum Ending {
     Dropped,
 }
 
+/// `GET /ws` with `Authorization: Bearer`.
+fn upgrade_request(
+    address: &str,
+    token: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    let url = format!("{}/ws", address.replace("http://", "ws://"));
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
 impl WsClient {
     /// Connects with `Authorization: Bearer` and reads the `hello`.
     pub async fn connect(address: &str, token: &str) -> Self {
-        let url = format!("{}/ws", address.replace("http://", "ws://"));
-        let mut request = url.into_client_request().unwrap();
-        request
-            .headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        Self::open(request).await
+        Self::open(upgrade_request(address, token)).await
     }
 
     /// Connects over a socket with a small receive buffer, so a client that stops reading makes
     /// the engine's side back up quickly.
     pub async fn connect_with_small_buffer(address: &str, token: &str) -> Self {
-        let url = format!("{}/ws", address.replace("http://", "ws://"));
-        let mut request = url.into_client_request().unwrap();
-        request
-            .headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let request = upgrade_request(address, token);
         let host = address.trim_start_matches("http://");
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
