@@ -7,6 +7,9 @@
 //! - Verify, login, Apple, password forgot/reset, admin seed: `AUTH_PER_IP_PER_MINUTE` per IP.
 //! - WebSocket connections: `WS_CONNECTS_PER_USER_PER_MINUTE` per user, so a client that keeps
 //!   reconnecting (after being closed for flooding, say) is refused before any work is done.
+//!   A user closed for flooding is refused for a cool-down that doubles for each repeat within
+//!   [`STRIKE_MEMORY`] (up to [`MAX_COOLDOWN`]): a client that floods again the moment it is let
+//!   back in would otherwise cost a burst of work every cool-down.
 //!
 //! Limits are GCRA (governor): a budget that refills evenly, e.g. 5 per hour is a burst of 5,
 //! then one more every 12 minutes. They run on the engine's clock, like every other expiry.
@@ -40,6 +43,19 @@ impl Clock for EngineClock {
     }
 }
 
+/// How long a flooding close is remembered for escalating the next cool-down.
+pub const STRIKE_MEMORY: Duration = Duration::from_secs(3600);
+/// The longest cool-down, however often a user floods.
+pub const MAX_COOLDOWN: Duration = Duration::from_secs(3600);
+
+/// A user closed for flooding: refused until `until`; `strikes` closes in a row, each within
+/// [`STRIKE_MEMORY`] of the previous cool-down's end.
+#[derive(Debug, Clone, Copy)]
+struct Cooldown {
+    until: DateTime<chrono::Utc>,
+    strikes: u32,
+}
+
 type KeyedLimiter<K> = RateLimiter<K, DashMapStateStore<K>, EngineClock, NoOpMiddleware<Duration>>;
 
 fn keyed<K: Hash + Eq + Clone>(quota: Quota, clock: &EngineClock) -> KeyedLimiter<K> {
@@ -63,7 +79,7 @@ pub struct AuthLimiter {
     auth_per_ip_minute: KeyedLimiter<IpAddr>,
     ws_connects_per_user: KeyedLimiter<uuid::Uuid>,
     /// Users whose socket was closed for flooding, refused until the given time.
-    ws_cooldowns: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, DateTime<chrono::Utc>>>,
+    ws_cooldowns: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Cooldown>>,
     clock: EngineClock,
 }
 
@@ -116,25 +132,37 @@ impl AuthLimiter {
     /// May this user open another WebSocket now?
     pub fn check_ws_connect(&self, user: uuid::Uuid) -> Result<(), RetryAfter> {
         let now = self.clock.0.now();
-        if let Some(until) = self.cooldowns().get(&user).copied()
-            && until > now
+        if let Some(cooldown) = self.cooldowns().get(&user).copied()
+            && cooldown.until > now
         {
-            return Err(RetryAfter((until - now).to_std().unwrap_or_default()));
+            return Err(RetryAfter(
+                (cooldown.until - now).to_std().unwrap_or_default(),
+            ));
         }
         self.check(&self.ws_connects_per_user, &user)
     }
 
-    /// Refuses this user's WebSocket connections for `cooldown` (their socket was closed for
-    /// flooding: reconnecting at once would only repeat it).
-    pub fn cool_down_ws(&self, user: uuid::Uuid, cooldown: Duration) {
-        let until = self.clock.0.now() + chrono::Duration::from_std(cooldown).unwrap_or_default();
-        self.cooldowns().insert(user, until);
+    /// Refuses this user's WebSocket connections for `base` (their socket was closed for
+    /// flooding: reconnecting at once would only repeat it), doubled for each earlier close
+    /// within [`STRIKE_MEMORY`], at most [`MAX_COOLDOWN`]. Returns the cool-down applied.
+    pub fn cool_down_ws(&self, user: uuid::Uuid, base: Duration) -> Duration {
+        let now = self.clock.0.now();
+        let mut cooldowns = self.cooldowns();
+        let strikes = match cooldowns.get(&user) {
+            Some(previous) if now < previous.until + strike_memory() => previous.strikes + 1,
+            _ => 1,
+        };
+        let cooldown = base
+            .saturating_mul(1 << (strikes - 1).min(16))
+            .min(MAX_COOLDOWN.max(base));
+        let until = now + chrono::Duration::from_std(cooldown).unwrap_or_default();
+        cooldowns.insert(user, Cooldown { until, strikes });
+        cooldown
     }
 
     fn cooldowns(
         &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<uuid::Uuid, DateTime<chrono::Utc>>>
-    {
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<uuid::Uuid, Cooldown>> {
         self.ws_cooldowns
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -148,13 +176,18 @@ impl AuthLimiter {
         self.auth_per_ip_minute.retain_recent();
         self.ws_connects_per_user.retain_recent();
         let now = self.clock.0.now();
-        self.cooldowns().retain(|_, until| *until > now);
+        self.cooldowns()
+            .retain(|_, cooldown| now < cooldown.until + strike_memory());
         self.per_recipient_minute.shrink_to_fit();
         self.per_recipient_hour.shrink_to_fit();
         self.sms_per_ip_hour.shrink_to_fit();
         self.auth_per_ip_minute.shrink_to_fit();
         self.ws_connects_per_user.shrink_to_fit();
     }
+}
+
+fn strike_memory() -> chrono::Duration {
+    chrono::Duration::from_std(STRIKE_MEMORY).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -203,5 +236,42 @@ mod tests {
         clock.advance(chrono::Duration::seconds(30));
         assert!(limiter.check_auth_attempt(ip).is_ok());
         assert!(limiter.check_auth_attempt(ip).is_err());
+    }
+
+    #[test]
+    fn flooding_cool_downs_double_for_repeat_offenders() {
+        let (limiter, clock) = limiter();
+        let flooder = uuid::Uuid::new_v4();
+        let other = uuid::Uuid::new_v4();
+        let minute = Duration::from_secs(60);
+        assert_eq!(limiter.cool_down_ws(flooder, minute), minute);
+        assert_eq!(
+            limiter.check_ws_connect(flooder),
+            Err(RetryAfter(minute)),
+            "refused for the whole cool-down"
+        );
+        assert!(limiter.check_ws_connect(other).is_ok(), "others unaffected");
+
+        // Let back in, floods again at once: twice as long, then four times.
+        clock.advance(chrono::Duration::seconds(61));
+        assert!(limiter.check_ws_connect(flooder).is_ok());
+        assert_eq!(limiter.cool_down_ws(flooder, minute), 2 * minute);
+        clock.advance(chrono::Duration::seconds(121));
+        assert_eq!(limiter.cool_down_ws(flooder, minute), 4 * minute);
+        assert_eq!(
+            limiter.check_ws_connect(flooder),
+            Err(RetryAfter(4 * minute))
+        );
+
+        // Never more than an hour.
+        for _ in 0..10 {
+            limiter.cool_down_ws(flooder, minute);
+        }
+        assert_eq!(limiter.cool_down_ws(flooder, minute), MAX_COOLDOWN);
+
+        // Well behaved for longer than the strike memory after the last cool-down: back to one.
+        clock.advance(chrono::Duration::from_std(MAX_COOLDOWN + STRIKE_MEMORY).unwrap());
+        limiter.forget_idle_keys();
+        assert_eq!(limiter.cool_down_ws(flooder, minute), minute);
     }
 }

@@ -80,6 +80,8 @@ struct Stats {
     closed: AtomicU64,
     connect_failures: AtomicU64,
     customer_latency: Mutex<Histogram<u64>>,
+    /// Customer latency of the current second only, for the per-second timeline.
+    customer_latency_this_second: Mutex<Histogram<u64>>,
     dispatcher_latency: Mutex<Histogram<u64>>,
 }
 
@@ -95,6 +97,7 @@ impl Stats {
             closed: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
             customer_latency: histogram(),
+            customer_latency_this_second: histogram(),
             dispatcher_latency: histogram(),
         }
     }
@@ -112,6 +115,7 @@ impl Stats {
             counter.store(0, Ordering::Relaxed);
         }
         self.customer_latency.lock().await.reset();
+        self.customer_latency_this_second.lock().await.reset();
         self.dispatcher_latency.lock().await.reset();
     }
 }
@@ -348,11 +352,9 @@ async fn follow(url: String, token: String, job: String, stats: Arc<Stats>) {
             "driver.location" => {
                 stats.customer_frames.fetch_add(1, Ordering::Relaxed);
                 if let Some(ts) = frame.ts {
-                    let _ = stats
-                        .customer_latency
-                        .lock()
-                        .await
-                        .record((now_ms() - ts).max(1) as u64);
+                    let age = (now_ms() - ts).max(1) as u64;
+                    let _ = stats.customer_latency.lock().await.record(age);
+                    let _ = stats.customer_latency_this_second.lock().await.record(age);
                 }
             }
             "error" => {
@@ -573,8 +575,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let mut last_sent = 0;
+    // Customer p99 of each measured second: shows whether a tail is spread out or one burst.
+    let mut p99_per_second: Vec<u64> = Vec::new();
     for _ in 0..args.duration {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        {
+            let mut second = stats.customer_latency_this_second.lock().await;
+            if !second.is_empty() {
+                p99_per_second.push(second.value_at_quantile(0.99));
+            }
+            second.reset();
+        }
         let sent = stats.sent.load(Ordering::Relaxed);
         progress.set_message(format!(
             "{} positions/s, {} to customers, {} map deltas",
@@ -621,6 +632,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "customer latency:   {}",
         percentiles(&*stats.customer_latency.lock().await)
     );
+    if !p99_per_second.is_empty() {
+        let over: Vec<String> = p99_per_second
+            .iter()
+            .enumerate()
+            .filter(|(_, p99)| **p99 >= 50)
+            .map(|(second, p99)| format!("s{}={p99}ms", second + 1))
+            .collect();
+        let mut sorted = p99_per_second.clone();
+        sorted.sort_unstable();
+        println!(
+            "customer p99 per second: median {} ms, worst {} ms; seconds at or over 50 ms: {}",
+            sorted[sorted.len() / 2],
+            sorted[sorted.len() - 1],
+            if over.is_empty() {
+                "none".to_owned()
+            } else {
+                over.join(" ")
+            }
+        );
+    }
     println!(
         "dispatcher latency: {}",
         percentiles(&*stats.dispatcher_latency.lock().await)

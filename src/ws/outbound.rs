@@ -126,7 +126,11 @@ impl<E> Stream for Metered<E> {
             None if pipe.finished => Poll::Ready(None),
             None => {
                 self.gauge.drained.set(true);
-                pipe.waiting = Some(cx.waker().clone());
+                // The writer polls on every read of the socket; keep the waker it already gave.
+                match &pipe.waiting {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    _ => pipe.waiting = Some(cx.waker().clone()),
+                }
                 Poll::Pending
             }
         }

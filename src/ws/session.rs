@@ -41,7 +41,8 @@ pub const MAX_FRAME: usize = 64 * 1024;
 /// Dropped frames within [`ABUSE_WINDOW`] that get a socket closed (1008).
 pub const ABUSE_DROPS: u32 = 200;
 pub const ABUSE_WINDOW: Duration = Duration::from_secs(10);
-/// After a close for flooding, the user's new connections are refused this long (429).
+/// After a close for flooding, the user's new connections are refused this long (429); doubled
+/// for repeat offenders (see `AuthLimiter::cool_down_ws`).
 pub const ABUSE_COOLDOWN: Duration = Duration::from_secs(60);
 /// Jobs one socket may watch at once.
 pub const MAX_SUBSCRIPTIONS: usize = 200;
