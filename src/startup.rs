@@ -94,6 +94,9 @@ async fn unmatched(
 }
 
 /// A built engine, bound to its port, not yet serving.
+/// How long sent data may stay unacknowledged before the kernel drops a connection.
+const UNACKNOWLEDGED_DATA_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub struct Application {
     server: Server,
     local_addr: SocketAddr,
@@ -162,12 +165,20 @@ impl Application {
                 .wrap(from_fn(edge))
         })
         .on_connect(move |connection, _| {
-            if let (Some(bytes), Some(stream)) = (
-                send_buffer,
-                connection.downcast_ref::<actix_web::rt::net::TcpStream>(),
-            ) && let Err(error) = socket2::SockRef::from(stream).set_send_buffer_size(bytes)
+            let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+                return;
+            };
+            let socket = socket2::SockRef::from(stream);
+            if let Some(bytes) = send_buffer
+                && let Err(error) = socket.set_send_buffer_size(bytes)
             {
                 tracing::debug!(%error, "could not size the socket's send buffer");
+            }
+            // A peer that stops acknowledging (a closed receive window included) is dropped by
+            // the kernel after this long, freeing what its connection holds; without it a
+            // socket closed for being too slow could linger as long as the peer keeps it open.
+            if let Err(error) = socket.set_tcp_user_timeout(Some(UNACKNOWLEDGED_DATA_LIMIT)) {
+                tracing::debug!(%error, "could not set the socket's user timeout");
             }
         })
         .workers(workers)

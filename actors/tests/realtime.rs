@@ -16,7 +16,9 @@ use umuve_actors::realtime::dispatch_map::{DispatchMap, MapSubscribe};
 use umuve_actors::realtime::frame::{Deliver, FrameKind};
 use umuve_actors::realtime::geo_index::*;
 use umuve_actors::realtime::model::{DriverFix, Job, JobStatus, LoadSize};
-use umuve_actors::realtime::rooms::{CountRooms, JobChanged, JoinRoom, LeaveRoom, RoomDirectory};
+use umuve_actors::realtime::rooms::{
+    CountRooms, JobChanged, JoinRoom, LeaveRoom, RoomDirectory, Watcher,
+};
 
 #[derive(Default)]
 struct MemoryStore(Mutex<Vec<StoredPosition>>);
@@ -359,6 +361,156 @@ fn job(status: JobStatus, driver: Option<DriverId>) -> Job {
     }
 }
 
+fn dispatcher() -> Watcher {
+    Watcher {
+        user: UserId::new_random(),
+        dispatcher: true,
+        driver: None,
+    }
+}
+
+fn driver_watcher(driver: DriverId) -> Watcher {
+    Watcher {
+        user: UserId::new_random(),
+        dispatcher: false,
+        driver: Some(driver),
+    }
+}
+
+/// `job` as changed `seconds` later.
+fn changed(job: &Job, status: JobStatus, driver: Option<DriverId>, seconds: i64) -> JobChanged {
+    let mut job = job.clone();
+    job.status = status;
+    job.driver_id = driver;
+    job.updated_at += chrono::Duration::seconds(seconds);
+    JobChanged {
+        job,
+        at: Utc::now(),
+    }
+}
+
+#[actix_rt::test]
+async fn a_released_driver_stops_seeing_the_job() {
+    let s = setup();
+    let (released, next_driver) = (DriverId::new_random(), DriverId::new_random());
+    let job = job(JobStatus::Assigned, Some(released));
+    // One channel for both sessions: frames arrive in the order the room sends them, so a
+    // frame still going to the released driver would show up as a duplicate.
+    let (recipient, mut rx) = collector();
+    for (session, watcher) in [(1, driver_watcher(released)), (2, dispatcher())] {
+        s.rooms
+            .send(JoinRoom {
+                job: job.clone(),
+                session,
+                watcher,
+                recipient: recipient.clone(),
+                request_id: None,
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(next(&mut rx).await.1["type"], "job.snapshot");
+    assert_eq!(next(&mut rx).await.1["type"], "job.snapshot");
+
+    s.rooms
+        .send(changed(&job, JobStatus::Dispatching, None, 1))
+        .await
+        .unwrap();
+    s.rooms
+        .send(changed(&job, JobStatus::Assigned, Some(next_driver), 2))
+        .await
+        .unwrap();
+    s.geo
+        .send(SetDriverJob {
+            driver: next_driver,
+            job: Some(job.id),
+        })
+        .await
+        .unwrap();
+    s.geo
+        .send(LocationBatch(vec![(
+            next_driver,
+            fix(&s.clock, 25.76, -80.19, 5),
+        )]))
+        .await
+        .unwrap();
+    s.rooms
+        .send(changed(&job, JobStatus::EnRoute, Some(next_driver), 3))
+        .await
+        .unwrap();
+    let seen: Vec<String> = [
+        next(&mut rx).await.1,
+        next(&mut rx).await.1,
+        next(&mut rx).await.1,
+        next(&mut rx).await.1,
+    ]
+    .iter()
+    .map(|frame| format!("{} {}", frame["type"], frame["status"]))
+    .collect();
+    assert_eq!(
+        seen,
+        [
+            r#""job.status" "dispatching""#,
+            r#""job.status" "assigned""#,
+            r#""driver.location" null"#,
+            r#""job.status" "en_route""#,
+        ],
+        "only the dispatcher's copies"
+    );
+}
+
+#[actix_rt::test]
+async fn a_change_between_reading_a_job_and_joining_its_room_is_not_lost() {
+    let s = setup();
+    let driver = DriverId::new_random();
+    let other = job(JobStatus::Assigned, Some(driver));
+    let job = job(JobStatus::Assigned, Some(driver));
+    // Cancelled after the subscriber read the job, before it joined: no room yet.
+    s.rooms
+        .send(changed(&job, JobStatus::Cancelled, Some(driver), 1))
+        .await
+        .unwrap();
+    let (recipient, mut rx) = collector();
+    s.rooms
+        .send(JoinRoom {
+            job: job.clone(),
+            session: 1,
+            watcher: dispatcher(),
+            recipient: recipient.clone(),
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    let snapshot = next(&mut rx).await.1;
+    assert_eq!(snapshot["type"], "job.snapshot");
+    assert_eq!(snapshot["job"]["status"], "cancelled");
+    assert!(snapshot["driver"].is_null(), "no driver on a finished job");
+
+    // A driver who lost the job in between is told it does not exist.
+    s.rooms
+        .send(changed(&other, JobStatus::Dispatching, None, 1))
+        .await
+        .unwrap();
+    s.rooms
+        .send(JoinRoom {
+            job: other.clone(),
+            session: 2,
+            watcher: driver_watcher(driver),
+            recipient,
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    let refusal = next(&mut rx).await.1;
+    assert_eq!(refusal["type"], "error");
+    assert_eq!(refusal["code"], "not_found");
+    assert_eq!(
+        s.rooms.send(CountRooms).await.unwrap(),
+        1,
+        "no room for the refused one"
+    );
+}
+
 #[actix_rt::test]
 async fn a_room_fans_out_and_closes_when_the_job_is_over_and_nobody_watches() {
     let s = setup();
@@ -378,6 +530,7 @@ async fn a_room_fans_out_and_closes_when_the_job_is_over_and_nobody_watches() {
             .send(JoinRoom {
                 job: job.clone(),
                 session,
+                watcher: dispatcher(),
                 recipient,
                 request_id: None,
             })

@@ -59,6 +59,14 @@ pub async fn change(
     let before = jobs::by_id(&state.db, id).await?.ok_or_else(not_found)?;
     let after = match change {
         Change::Move { to, mover } => {
+            // A driver moves only their own job, as it is now (it may have been reassigned since
+            // the caller's request was checked).
+            if mover == Mover::Driver
+                && (before.driver_id.is_none()
+                    || before.driver_id != actor.map(|user| user.as_driver()))
+            {
+                return Err(not_found());
+            }
             if !before.status.may_move(to, mover) {
                 return Err(illegal(before.status, to));
             }
@@ -68,7 +76,9 @@ pub async fn change(
                 actor,
                 reason: None,
             };
-            match jobs::move_status(&state.db, id, before.status, event, now).await? {
+            match jobs::move_status(&state.db, id, before.status, before.driver_id, event, now)
+                .await?
+            {
                 Written::Done(job) => job,
                 Written::Conflict(current) => return Err(illegal(current.status, to)),
                 Written::NotFound => return Err(not_found()),

@@ -15,6 +15,8 @@ use crate::http::client_ip::client_ip;
 use crate::http::{ApiError, ErrorBody, pagination};
 use crate::state::AppState;
 use crate::storage::users::{self, NewUser, SeedOutcome, User, UserFilter, approved_on_creation};
+use umuve_actors::ids::UserId;
+use umuve_actors::realtime::geo_index::DriverApproved;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SeedRequest {
@@ -206,6 +208,10 @@ pub async fn approve_driver(
     let id = id.into_inner();
     if let Some(driver) = users::approve_driver(&state.db, id, state.clock.now()).await? {
         tracing::info!(driver_id = %driver.id, "driver approved");
+        // A connected driver may go available at once, over the socket too.
+        state.hub.geo.do_send(DriverApproved {
+            driver: UserId::from_uuid(driver.id).as_driver(),
+        });
         return Ok(HttpResponse::Ok().json(driver));
     }
     match users::by_id(&state.db, id).await? {

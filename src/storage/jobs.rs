@@ -171,17 +171,21 @@ pub async fn insert(
 
 /// Moves a job from `from` to `to` (only if it is still in `from`) and records the event, in one
 /// transaction. Going back to `dispatching` releases the driver.
+/// Moves the job from `from` to `event.to`, only if it is still in `from` with `driver` (the
+/// state the move was allowed for: a job released and given to another driver in between has
+/// the same status but is no longer the mover's).
 pub async fn move_status(
     db: &Db,
     id: JobId,
     from: JobStatus,
+    driver: Option<DriverId>,
     event: JobEvent<'_>,
     now: DateTime<Utc>,
 ) -> Result<Written, sqlx::Error> {
     const SQL: &str = concat!(
         "UPDATE jobs SET status = $3, updated_at = $4, ",
         "driver_id = CASE WHEN $3 = 'dispatching' THEN NULL ELSE driver_id END ",
-        "WHERE job_id = $1 AND status = $2 RETURNING ",
+        "WHERE job_id = $1 AND status = $2 AND driver_id IS NOT DISTINCT FROM $5 RETURNING ",
         columns!()
     );
     let row = super::in_write_transaction!(db, tx => {
@@ -190,6 +194,7 @@ pub async fn move_status(
             .bind(from.as_str())
             .bind(event.to.as_str())
             .bind(now)
+            .bind(driver.map(|d| d.as_uuid()))
             .fetch_optional(&mut *tx)
             .await?;
         if row.is_some() {

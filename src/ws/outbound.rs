@@ -16,6 +16,9 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
+/// Empties the pipe and ends the response (set up by [`decouple`]).
+type FreePipe = Box<dyn Fn()>;
+
 /// Shared between a session and its response stream (same thread).
 #[derive(Clone, Default)]
 pub struct OutboundGauge {
@@ -25,6 +28,9 @@ pub struct OutboundGauge {
     drained: Rc<Cell<bool>>,
     /// End the response now, dropping what waits (a reader too slow to keep).
     aborted: Rc<Cell<bool>>,
+    /// Frees what waits in the pipe at once: the HTTP writer does not poll the body while its
+    /// own buffer is full, which is exactly when a reader is too slow.
+    on_abort: Rc<RefCell<Option<FreePipe>>>,
 }
 
 impl OutboundGauge {
@@ -40,6 +46,13 @@ impl OutboundGauge {
     /// Ends the response without waiting for the reader.
     pub fn abort(&self) {
         self.aborted.set(true);
+        if let Some(free) = self.on_abort.borrow_mut().take() {
+            free();
+        }
+    }
+
+    pub fn is_aborted(&self) -> bool {
+        self.aborted.get()
     }
 }
 
@@ -75,6 +88,17 @@ where
         waiting: None,
         finished: false,
         dropped: false,
+    }));
+    let weak = Rc::downgrade(&pipe);
+    *gauge.on_abort.borrow_mut() = Some(Box::new(move || {
+        if let Some(pipe) = weak.upgrade() {
+            let mut pipe = pipe.borrow_mut();
+            pipe.queue = VecDeque::new();
+            pipe.dropped = true;
+            if let Some(writer) = pipe.waiting.take() {
+                writer.wake();
+            }
+        }
     }));
     let producer = pipe.clone();
     actix_web::rt::spawn(async move {

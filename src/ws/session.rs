@@ -21,10 +21,10 @@ use umuve_actors::realtime::dispatch_map::{MapSubscribe, MapUnsubscribe, ResyncM
 use umuve_actors::realtime::frame::{Deliver, Frame, FrameKind, SessionId, next_session_id};
 use umuve_actors::realtime::geo_index::{DriverConnected, DriverDisconnected, SetAvailability};
 use umuve_actors::realtime::metrics::{METRICS, count};
-use umuve_actors::realtime::model::{DriverFix, Job};
+use umuve_actors::realtime::model::DriverFix;
 use umuve_actors::realtime::protocol::ServerMessage;
 use umuve_actors::realtime::registry::{RegisterSession, UnregisterSession};
-use umuve_actors::realtime::rooms::{JoinRoom, LeaveRoom};
+use umuve_actors::realtime::rooms::{JoinRoom, LeaveRoom, Watcher};
 
 use super::outbound::{OutboundGauge, frame_size};
 use super::protocol::{self, Command, Position, Refusal};
@@ -44,6 +44,9 @@ pub const ABUSE_WINDOW: Duration = Duration::from_secs(10);
 /// After a close for flooding, the user's new connections are refused this long (429); doubled
 /// for repeat offenders (see `AuthLimiter::cool_down_ws`).
 pub const ABUSE_COOLDOWN: Duration = Duration::from_secs(60);
+/// A position's `ts` further ahead of the engine's clock than this is replaced by the time of
+/// receipt.
+pub const MAX_CLOCK_AHEAD_MS: i64 = 5 * 60 * 1000;
 /// Jobs one socket may watch at once.
 pub const MAX_SUBSCRIPTIONS: usize = 200;
 const PUMP_EVERY: Duration = Duration::from_millis(50);
@@ -279,6 +282,9 @@ impl<R: SessionRole> WsSession<R> {
     /// Closes a reader that fell too far behind: what waits for it is dropped (it would never
     /// read it in time), then the connection ends.
     fn drop_slow_reader(&mut self, ctx: &mut Ctx<R>) {
+        if self.gauge.is_aborted() {
+            return;
+        }
         self.gauge.abort();
         self.held_locations.clear();
         self.close(
@@ -336,7 +342,9 @@ impl<R: SessionRole> WsSession<R> {
         ctx.ping(b"");
     }
 
-    fn on_text(&mut self, ctx: &mut Ctx<R>, text: &str) {
+    /// Charges one client message (text, binary or ping) to the socket's budget. False: drop
+    /// it (the client is told now and then; a socket that keeps flooding is closed).
+    fn admit(&mut self, ctx: &mut Ctx<R>) -> bool {
         let now = Instant::now();
         if !self.budget.take(now) {
             count(&METRICS.frames_dropped, "rate_limited");
@@ -360,6 +368,13 @@ impl<R: SessionRole> WsSession<R> {
                 };
                 self.refuse(ctx, None, &refusal);
             }
+            return false;
+        }
+        true
+    }
+
+    fn on_text(&mut self, ctx: &mut Ctx<R>, text: &str) {
+        if !self.admit(ctx) {
             return;
         }
         // Shedding: the engine is behind on positions; new ones are dropped unparsed.
@@ -461,8 +476,11 @@ impl<R: SessionRole> WsSession<R> {
                 heading_deg: position.heading_deg,
                 speed_mps: position.speed_mps,
                 accuracy_m: position.accuracy_m,
+                // A phone clock far ahead would make every later, correct fix look older than
+                // this one (and be ignored): such a time counts as the time of receipt.
                 ts_ms: position
                     .ts
+                    .filter(|ts| *ts <= received_at.timestamp_millis() + MAX_CLOCK_AHEAD_MS)
                     .unwrap_or_else(|| received_at.timestamp_millis()),
                 received_at,
                 received: Instant::now(),
@@ -503,15 +521,14 @@ impl<R: SessionRole> WsSession<R> {
         );
     }
 
-    /// Who may watch a job: its customer, its driver, dispatchers. Anyone else is told it does
-    /// not exist.
-    fn may_watch(&self, job: &Job) -> bool {
-        self.role.is_dispatcher()
-            || job.customer_id == self.user
-            || self
-                .role
-                .driver()
-                .is_some_and(|driver| job.driver_id == Some(driver))
+    /// Who this session watches jobs as: its customer, its driver, dispatchers may watch a job;
+    /// anyone else is told it does not exist.
+    fn watcher(&self) -> Watcher {
+        Watcher {
+            user: self.user,
+            dispatcher: self.role.is_dispatcher(),
+            driver: self.role.driver(),
+        }
     }
 
     fn on_subscribe(&mut self, ctx: &mut Ctx<R>, job_id: JobId, id: Option<Box<RawValue>>) {
@@ -528,11 +545,12 @@ impl<R: SessionRole> WsSession<R> {
             lookup
                 .into_actor(self)
                 .map(move |found, this, ctx| match found {
-                    Ok(Some(job)) if this.may_watch(&job) => {
+                    Ok(Some(job)) if this.watcher().may_watch(&job) => {
                         this.subscriptions.insert(job_id);
                         this.state.hub.rooms.do_send(JoinRoom {
                             job,
                             session: this.id,
+                            watcher: this.watcher(),
                             recipient: ctx.address().recipient(),
                             request_id: id,
                         });
@@ -564,6 +582,9 @@ impl<R: SessionRole> WsSession<R> {
                 (bytes, false)
             }
             Item::FirstBinary(_) => {
+                if !self.admit(ctx) {
+                    return;
+                }
                 let refusal = Refusal {
                     code: "bad_request",
                     message: "binary messages are not supported; send JSON text".into(),
@@ -657,11 +678,18 @@ impl<R: SessionRole> StreamHandler<Result<Message, ProtocolError>> for WsSession
         match item {
             Ok(Message::Text(text)) => self.on_text(ctx, &text),
             Ok(Message::Ping(payload)) => {
-                self.written += frame_size(payload.len());
-                ctx.pong(&payload);
+                // A client that pings without reading would pile up pongs: while it is behind,
+                // its pings go unanswered (its own pong arrives when it reads again).
+                if self.admit(ctx) && self.lag() <= self.state.settings.realtime.soft_lag_bytes {
+                    self.written += frame_size(payload.len());
+                    ctx.pong(&payload);
+                }
             }
             Ok(Message::Pong(_)) | Ok(Message::Nop) => {}
             Ok(Message::Binary(_)) => {
+                if !self.admit(ctx) {
+                    return;
+                }
                 let refusal = Refusal {
                     code: "bad_request",
                     message: "binary messages are not supported; send JSON text".into(),
@@ -685,6 +713,10 @@ impl<R: SessionRole> StreamHandler<Result<Message, ProtocolError>> for WsSession
                 tracing::debug!(%error, "websocket protocol error");
                 self.close(ctx, CloseCode::Protocol, "protocol error", "protocol_error");
             }
+        }
+        // Replies (errors, acks, pongs) count towards the reader's backlog like anything else.
+        if self.lag() > self.state.settings.realtime.hard_lag_bytes {
+            self.drop_slow_reader(ctx);
         }
     }
 

@@ -509,7 +509,7 @@ async fn bad_frames_get_errors_and_the_socket_lives_on() {
 #[actix_web::test]
 async fn only_approved_drivers_become_available() {
     let app = spawn_app_with(Backend::Sqlite, seeding()).await;
-    let (pending, _) = app.sms_login("954-555-0220", Some("driver")).await;
+    let (pending, pending_user) = app.sms_login("954-555-0220", Some("driver")).await;
     let mut socket = app.ws(&pending).await;
     socket
         .send_json(json!({ "type": "availability", "available": true, "id": 1 }))
@@ -545,6 +545,22 @@ async fn only_approved_drivers_become_available() {
     )
     .await
     .assert_status(204);
+    // Approved while connected: the same socket may go available at once.
+    app.request(
+        reqwest::Method::POST,
+        &format!(
+            "/api/admin/drivers/{}/approve",
+            pending_user["id"].as_str().unwrap()
+        ),
+        Some(&cast.admin),
+        None,
+    )
+    .await
+    .assert_status(200);
+    socket
+        .send_json(json!({ "type": "availability", "available": true, "id": 2 }))
+        .await;
+    assert_eq!(socket.next_of_type("ack").await["id"], 2);
     app.request(
         reqwest::Method::PUT,
         "/api/drivers/me/availability",
@@ -772,8 +788,7 @@ async fn assign(app: &TestApp, admin: &str, job: &Value, driver: &str) -> crate:
 async fn manual_assignment_checks_the_driver_and_the_job() {
     let app = spawn_app_with(Backend::Sqlite, seeding()).await;
     let cast = cast(&app).await;
-    let (pending, pending_user) = app.sms_login("954-555-0250", Some("driver")).await;
-    let _ = pending;
+    let (_pending, pending_user) = app.sms_login("954-555-0250", Some("driver")).await;
     let first = book(&app, &cast.customer, DOWNTOWN_MIAMI)
         .await
         .assert_status(201)
@@ -1172,6 +1187,31 @@ async fn a_flooding_socket_is_throttled_then_closed() {
     }
     app.clock.advance(chrono::Duration::seconds(61));
     app.ws(&cast.driver).await;
+}
+
+#[actix_web::test]
+async fn pings_and_binary_frames_count_against_the_rate_limit() {
+    use tokio_tungstenite::tungstenite::Message;
+    let app = spawn_app_with(Backend::Sqlite, seeding()).await;
+    let cast = cast(&app).await;
+    // Neither kind may be a way around the budget (each would otherwise make the engine write a
+    // pong or an error, piling up for a client that does not read).
+    let mut flooder = app.ws(&cast.customer).await;
+    for i in 0..400 {
+        let frame = if i % 2 == 0 {
+            Message::Ping(vec![7; 125].into())
+        } else {
+            Message::Binary(vec![1, 2, 3].into())
+        };
+        flooder.send_frame(frame).await;
+    }
+    match flooder.ending(Duration::from_secs(10)).await {
+        Ending::Closed(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), 1008);
+            assert_eq!(frame.reason.as_str(), "rate limit exceeded");
+        }
+        other => panic!("expected a 1008 close, got {other:?}"),
+    }
 }
 
 #[actix_web::test]

@@ -21,6 +21,9 @@ struct Subscriber {
     bbox: Option<BBox>,
 }
 
+/// The subscribers who see one box.
+type Members<'a> = Vec<(SessionId, &'a Subscriber)>;
+
 pub struct DispatchMap {
     geo: Addr<GeoIndex>,
     tick: Duration,
@@ -31,6 +34,8 @@ pub struct DispatchMap {
     changed_jobs: HashMap<JobId, Job>,
     /// A tick is waiting for the geo index; the next one is skipped rather than queued.
     tick_running: bool,
+    /// Subscribers that missed a delta (their mailbox was full): a fresh snapshot next tick.
+    missed_delta: Vec<SessionId>,
 }
 
 impl DispatchMap {
@@ -42,6 +47,7 @@ impl DispatchMap {
             jobs: HashMap::new(),
             changed_jobs: HashMap::new(),
             tick_running: false,
+            missed_delta: Vec::new(),
         }
     }
 
@@ -88,6 +94,9 @@ impl DispatchMap {
             return;
         }
         self.tick_running = true;
+        for session in std::mem::take(&mut self.missed_delta) {
+            self.send_snapshot(ctx, session, None);
+        }
         ctx.wait(
             self.geo
                 .send(DrainMapChanges)
@@ -102,19 +111,20 @@ impl DispatchMap {
     }
 
     /// One `map.delta` per distinct box, serialised once and shared.
-    fn publish(&self, changes: &MapChanges, jobs: &[Job]) {
+    fn publish(&mut self, changes: &MapChanges, jobs: &[Job]) {
         if self.subscribers.is_empty()
             || (changes.drivers.is_empty() && changes.offline.is_empty() && jobs.is_empty())
         {
             return;
         }
-        let mut groups: Vec<(Option<BBox>, Vec<&Subscriber>)> = Vec::new();
-        for subscriber in self.subscribers.values() {
+        let mut groups: Vec<(Option<BBox>, Members<'_>)> = Vec::new();
+        for (session, subscriber) in &self.subscribers {
             match groups.iter_mut().find(|(bbox, _)| *bbox == subscriber.bbox) {
-                Some((_, members)) => members.push(subscriber),
-                None => groups.push((subscriber.bbox, vec![subscriber])),
+                Some((_, members)) => members.push((*session, subscriber)),
+                None => groups.push((subscriber.bbox, vec![(*session, subscriber)])),
             }
         }
+        let mut missed = Vec::new();
         for (bbox, members) in groups {
             let drivers: Vec<_> = changes
                 .drivers
@@ -145,10 +155,13 @@ impl DispatchMap {
                 name: "map.delta",
                 origin: None,
             };
-            for member in members {
-                deliver(&member.recipient, message.clone());
+            for (session, member) in members {
+                if !deliver(&member.recipient, message.clone()) {
+                    missed.push(session);
+                }
             }
         }
+        self.missed_delta.extend(missed);
     }
 
     fn broadcast_status(&self, name: &'static str, frame: Frame, at: Option<LatLng>) {

@@ -79,15 +79,19 @@ impl Deliver {
 }
 
 /// Sends a frame to a session. Status frames always go (they are rare and must not be lost);
-/// location and map frames go only if the session's mailbox has room.
-pub fn deliver(to: &Recipient<Deliver>, message: Deliver) {
+/// location and map frames go only if the session's mailbox has room. False: dropped.
+pub fn deliver(to: &Recipient<Deliver>, message: Deliver) -> bool {
     if message.kind == FrameKind::Status {
         to.do_send(message);
+        true
     } else if to.try_send(message).is_err() {
         METRICS
             .frames_dropped
             .with_label_values(&["mailbox_full"])
             .inc();
+        false
+    } else {
+        true
     }
 }
 

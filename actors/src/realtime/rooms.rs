@@ -2,10 +2,13 @@
 //! the driver's last position, and fans status changes and the driver's locations out to the
 //! job's subscribers (its customer, dispatchers, the driver's own other screens). Each frame is
 //! serialised once for all of them. `RoomDirectory` starts rooms on demand and stops them when
-//! the job is final and nobody watches. Every join and leave passes through the directory, so it
-//! decides alone, without racing a room that is about to stop.
+//! nobody watches (a new subscriber gets a fresh snapshot from the store and the index). Every
+//! join and leave passes through the directory, so it decides alone, without racing a room that
+//! is about to stop. When a job changes hands, the directory removes watchers who may no longer
+//! see it (a released driver).
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -15,19 +18,44 @@ use super::frame::{Deliver, Frame, FrameKind, SessionId, deliver};
 use super::geo_index::{GeoIndex, GetDriver};
 use super::model::{DriverFix, Job};
 use super::protocol::{ServerMessage, SnapshotDriver};
-use crate::ids::{DriverId, JobId};
+use crate::ids::{DriverId, JobId, UserId};
 
-use std::collections::HashSet;
+/// How long a change to a job nobody watched is remembered: longer than a `subscribe` takes
+/// between reading the job and joining its room, so a change in between is not lost.
+const RECENT_CHANGES_KEPT: Duration = Duration::from_secs(30);
+
+/// Who watches a job, so their right to is checked again when the job changes hands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watcher {
+    pub user: UserId,
+    /// Admins and operators see every job.
+    pub dispatcher: bool,
+    /// Set for drivers: they see the job while it is theirs.
+    pub driver: Option<DriverId>,
+}
+
+impl Watcher {
+    /// Its customer, its driver, dispatchers.
+    pub fn may_watch(&self, job: &Job) -> bool {
+        self.dispatcher
+            || job.customer_id == self.user
+            || self
+                .driver
+                .is_some_and(|driver| job.driver_id == Some(driver))
+    }
+}
 
 struct RoomEntry {
     room: Addr<JobRoom>,
-    subscribers: HashSet<SessionId>,
-    job_final: bool,
+    subscribers: HashMap<SessionId, Watcher>,
 }
 
 pub struct RoomDirectory {
     rooms: HashMap<JobId, RoomEntry>,
     geo: Option<Addr<GeoIndex>>,
+    /// The latest change of each job without a room, for a subscriber that read the job
+    /// before the change and joins after it.
+    recent: HashMap<JobId, (Job, Instant)>,
 }
 
 impl RoomDirectory {
@@ -35,13 +63,13 @@ impl RoomDirectory {
         Self {
             rooms: HashMap::new(),
             geo: None,
+            recent: HashMap::new(),
         }
     }
 
-    /// Stops the room when the job is over and nobody watches.
-    fn stop_if_done(&mut self, job: JobId) {
+    /// Stops the room when nobody watches.
+    fn stop_if_empty(&mut self, job: JobId) {
         if let Some(entry) = self.rooms.get(&job)
-            && entry.job_final
             && entry.subscribers.is_empty()
         {
             entry.room.do_send(StopRoom);
@@ -58,6 +86,14 @@ impl Default for RoomDirectory {
 
 impl Actor for RoomDirectory {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(RECENT_CHANGES_KEPT / 3, |this, _| {
+            this.recent
+                .retain(|_, (_, seen)| seen.elapsed() < RECENT_CHANGES_KEPT);
+            this.recent.shrink_to_fit();
+        });
+    }
 }
 
 /// Wiring at start-up: the directory and the index refer to each other.
@@ -81,6 +117,8 @@ pub struct JoinRoom {
     /// The job as stored now.
     pub job: Job,
     pub session: SessionId,
+    /// Who the session belongs to (already allowed to watch `job`).
+    pub watcher: Watcher,
     pub recipient: Recipient<Deliver>,
     /// The `id` of the `subscribe` message, echoed in the snapshot.
     pub request_id: Option<Box<RawValue>>,
@@ -89,9 +127,26 @@ pub struct JoinRoom {
 impl Handler<JoinRoom> for RoomDirectory {
     type Result = ();
 
-    fn handle(&mut self, msg: JoinRoom, _: &mut Context<Self>) {
+    fn handle(&mut self, mut msg: JoinRoom, _: &mut Context<Self>) {
+        let job_id = msg.job.id;
+        if !self.rooms.contains_key(&job_id)
+            && let Some((changed, _)) = self.recent.get(&job_id)
+            && changed.updated_at > msg.job.updated_at
+        {
+            msg.job = changed.clone();
+        }
+        if !msg.watcher.may_watch(&msg.job) {
+            // It changed hands since the session looked: as if the job did not exist.
+            let refusal = Frame::json(&ServerMessage::Error {
+                id: msg.request_id.as_deref(),
+                code: "not_found",
+                message: "no such job",
+            });
+            deliver(&msg.recipient, Deliver::status("error", refusal));
+            return;
+        }
         let geo = self.geo.clone();
-        let entry = self.rooms.entry(msg.job.id).or_insert_with(|| RoomEntry {
+        let entry = self.rooms.entry(job_id).or_insert_with(|| RoomEntry {
             room: JobRoom {
                 job: msg.job.clone(),
                 subscribers: HashMap::new(),
@@ -99,10 +154,9 @@ impl Handler<JoinRoom> for RoomDirectory {
                 geo,
             }
             .start(),
-            subscribers: HashSet::new(),
-            job_final: msg.job.status.is_final(),
+            subscribers: HashMap::new(),
         });
-        entry.subscribers.insert(msg.session);
+        entry.subscribers.insert(msg.session, msg.watcher);
         entry.room.do_send(msg);
     }
 }
@@ -121,10 +175,10 @@ impl Handler<LeaveRoom> for RoomDirectory {
     fn handle(&mut self, msg: LeaveRoom, _: &mut Context<Self>) {
         let job = msg.job;
         if let Some(entry) = self.rooms.get_mut(&job)
-            && entry.subscribers.remove(&msg.session)
+            && entry.subscribers.remove(&msg.session).is_some()
         {
             entry.room.do_send(msg);
-            self.stop_if_done(job);
+            self.stop_if_empty(job);
         }
     }
 }
@@ -142,11 +196,28 @@ impl Handler<JobChanged> for RoomDirectory {
 
     fn handle(&mut self, msg: JobChanged, _: &mut Context<Self>) {
         let job = msg.job.id;
-        if let Some(entry) = self.rooms.get_mut(&job) {
-            entry.job_final = msg.job.status.is_final();
-            entry.room.do_send(msg);
-            self.stop_if_done(job);
+        let Some(entry) = self.rooms.get_mut(&job) else {
+            match self.recent.get(&job) {
+                Some((known, _)) if known.updated_at > msg.job.updated_at => {}
+                _ => {
+                    self.recent.insert(job, (msg.job, Instant::now()));
+                }
+            }
+            return;
+        };
+        // Watchers who lost the job (a released driver) leave before the change is told.
+        let lost: Vec<SessionId> = entry
+            .subscribers
+            .iter()
+            .filter(|(_, watcher)| !watcher.may_watch(&msg.job))
+            .map(|(session, _)| *session)
+            .collect();
+        for session in lost {
+            entry.subscribers.remove(&session);
+            entry.room.do_send(LeaveRoom { job, session });
         }
+        entry.room.do_send(msg);
+        self.stop_if_empty(job);
     }
 }
 
@@ -212,6 +283,9 @@ impl JobRoom {
                 heading_deg: live.heading_deg,
                 updated_at: live.updated_at,
             });
+        }
+        if !self.job.status.has_active_driver() {
+            return None;
         }
         self.driver_fix.as_ref().map(|fix| SnapshotDriver {
             driver_id: driver,
@@ -287,8 +361,12 @@ impl Handler<JobChanged> for JobRoom {
     type Result = ();
 
     fn handle(&mut self, msg: JobChanged, _: &mut Context<Self>) {
+        if msg.job.updated_at < self.job.updated_at {
+            // Two changes published out of order: the older one is already superseded.
+            return;
+        }
         let status_changed = msg.job.status != self.job.status;
-        if msg.job.driver_id != self.job.driver_id {
+        if msg.job.driver_id != self.job.driver_id || !msg.job.status.has_active_driver() {
             self.driver_fix = None;
         }
         self.job = msg.job;

@@ -78,6 +78,11 @@ impl WsClient {
         client
     }
 
+    /// Sends any frame (pings, binary) as it is.
+    pub async fn send_frame(&mut self, message: Message) {
+        self.stream.send(message).await.expect("the socket is open");
+    }
+
     pub async fn send_json(&mut self, value: Value) {
         self.send_text(&value.to_string()).await;
     }
