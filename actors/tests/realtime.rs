@@ -365,15 +365,13 @@ fn dispatcher() -> Watcher {
     Watcher {
         user: UserId::new_random(),
         dispatcher: true,
-        driver: None,
     }
 }
 
 fn driver_watcher(driver: DriverId) -> Watcher {
     Watcher {
-        user: UserId::new_random(),
+        user: driver.into(),
         dispatcher: false,
-        driver: Some(driver),
     }
 }
 

@@ -4,7 +4,7 @@ mod email;
 mod password;
 mod phone;
 mod role;
-mod text;
+pub mod text;
 
 pub use email::EmailAddress;
 pub use password::Password;

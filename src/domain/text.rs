@@ -3,24 +3,36 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PersonName(String);
 
+/// Free text from a client, trimmed: at most `max` characters, not empty when `required`, no
+/// control characters but those in `allowed_controls`. Errors name the `field`.
+pub fn bounded_text(
+    field: &str,
+    input: &str,
+    max: usize,
+    required: bool,
+    allowed_controls: &[char],
+) -> Result<String, String> {
+    let text = input.trim();
+    if required && text.is_empty() {
+        return Err(format!("{field} must not be empty"));
+    }
+    if text.chars().count() > max {
+        return Err(format!("{field} must have at most {max} characters"));
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && !allowed_controls.contains(&c))
+    {
+        return Err(format!("{field} must not contain control characters"));
+    }
+    Ok(text.to_owned())
+}
+
 impl PersonName {
     pub const MAX_CHARS: usize = 200;
 
     pub fn parse(input: &str) -> Result<Self, String> {
-        let name = input.trim();
-        if name.is_empty() {
-            return Err("name must not be empty".into());
-        }
-        if name.chars().count() > Self::MAX_CHARS {
-            return Err(format!(
-                "name must have at most {} characters",
-                Self::MAX_CHARS
-            ));
-        }
-        if name.chars().any(char::is_control) {
-            return Err("name must not contain control characters".into());
-        }
-        Ok(Self(name.to_owned()))
+        bounded_text("name", input, Self::MAX_CHARS, true, &[]).map(Self)
     }
 
     pub fn as_str(&self) -> &str {

@@ -17,6 +17,8 @@ use umuve_actors::realtime::protocol::ServerMessage;
 use umuve_actors::realtime::registry::PushToUser;
 use umuve_actors::realtime::rooms::JobChanged;
 
+use crate::auth::caller::Caller;
+use crate::domain::Role;
 use crate::http::ApiError;
 use crate::state::AppState;
 use crate::storage::jobs::{self, AssignRefused, JobEvent, NewJob, Written};
@@ -24,10 +26,25 @@ use crate::storage::jobs::{self, AssignRefused, JobEvent, NewJob, Written};
 /// A requested change of a job's status.
 #[derive(Debug, Clone, Copy)]
 pub enum Change {
-    /// To `to`, if `mover` may make that move from the current status.
-    Move { to: JobStatus, mover: Mover },
-    /// `dispatching` → `assigned` to this driver.
+    /// To `cancelled` (its customer, dispatchers).
+    Cancel,
+    /// To this status (its driver, step by step; dispatchers, any legal move).
+    Move(JobStatus),
+    /// `dispatching` → `assigned` to this driver (dispatchers; the route checks the role).
     Assign { driver: DriverId },
+}
+
+/// In whose name `caller` moves a job; 403 for a role that may not make this kind of change.
+fn mover_for(caller: &Caller, change: Change) -> Result<Mover, ApiError> {
+    match (change, caller.role) {
+        (_, Role::Admin | Role::Operator) => Ok(Mover::Dispatcher),
+        (Change::Cancel, Role::Customer) => Ok(Mover::Customer),
+        (Change::Cancel, _) => Err(ApiError::Forbidden("drivers cannot cancel jobs".into())),
+        (_, Role::Driver) => Ok(Mover::Driver),
+        (_, Role::Customer) => Err(ApiError::Forbidden(
+            "customers cannot move jobs; to cancel, use /cancel".into(),
+        )),
+    }
 }
 
 fn illegal(from: JobStatus, to: JobStatus) -> ApiError {
@@ -46,26 +63,36 @@ pub async fn create(state: &AppState, new: NewJob, actor: UserId) -> Result<Job,
     Ok(job)
 }
 
-/// Changes a job's status: the one way it happens. The write is conditional on the status read
-/// just before, so two racing changes cannot both apply; the loser gets 409.
+/// Changes a job's status at `caller`'s request: the one way it happens. The caller must see
+/// the job as it is now (404 otherwise) and their role must allow the change (403). The write
+/// is conditional on the status and driver read here, so two racing changes cannot both apply
+/// (the loser gets 409) and a job released and reassigned meanwhile is not moved by its old
+/// driver.
 pub async fn change(
     state: &AppState,
     id: JobId,
     change: Change,
-    actor: Option<UserId>,
+    caller: &Caller,
 ) -> Result<Job, ApiError> {
     let now = state.clock.now();
+    let user = UserId::from_uuid(caller.user_id);
     let not_found = || ApiError::NotFound("no such job".into());
-    let before = jobs::by_id(&state.db, id).await?.ok_or_else(not_found)?;
+    let before = jobs::by_id(&state.db, id)
+        .await?
+        .filter(|job| job.visible_to(user, caller.role.is_dispatcher()))
+        .ok_or_else(not_found)?;
+    let actor = Some(user);
     let after = match change {
-        Change::Move { to, mover } => {
-            // A driver moves only their own job, as it is now (it may have been reassigned since
-            // the caller's request was checked).
-            if mover == Mover::Driver
-                && (before.driver_id.is_none()
-                    || before.driver_id != actor.map(|user| user.as_driver()))
-            {
-                return Err(not_found());
+        Change::Cancel | Change::Move(_) => {
+            let mover = mover_for(caller, change)?;
+            let to = match change {
+                Change::Move(to) => to,
+                _ => JobStatus::Cancelled,
+            };
+            if to == JobStatus::Assigned {
+                return Err(ApiError::BadRequest(
+                    "to assign a driver, use /api/jobs/{id}/assign".into(),
+                ));
             }
             if !before.status.may_move(to, mover) {
                 return Err(illegal(before.status, to));

@@ -5,12 +5,13 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use umuve_actors::geo::LatLng;
 use umuve_actors::ids::{DriverId, JobId, UserId};
-use umuve_actors::realtime::model::{Job, JobStatus, LoadSize, Mover};
+use umuve_actors::realtime::model::{Job, JobStatus, LoadSize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::caller::{Authorized, Caller, Customers, Dispatchers};
 use crate::domain::Role;
+use crate::domain::text::bounded_text;
 use crate::http::{ApiError, ErrorBody, pagination};
 use crate::jobs::{self, Change};
 use crate::state::AppState;
@@ -59,25 +60,9 @@ pub struct JobPage {
     pub next_cursor: Option<String>,
 }
 
+/// An address or description: line breaks and tabs are fine, other control characters not.
 fn text_field(name: &str, value: &str, max: usize, required: bool) -> Result<String, ApiError> {
-    let value = value.trim();
-    if required && value.is_empty() {
-        return Err(ApiError::BadRequest(format!("{name} must not be empty")));
-    }
-    if value.chars().count() > max {
-        return Err(ApiError::BadRequest(format!(
-            "{name} must have at most {max} characters"
-        )));
-    }
-    if value
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err(ApiError::BadRequest(format!(
-            "{name} must not contain control characters"
-        )));
-    }
-    Ok(value.to_owned())
+    bounded_text(name, value, max, required, &['\n', '\t']).map_err(ApiError::BadRequest)
 }
 
 /// Books a pickup (customers). Until payments exist, a new job goes straight to `dispatching`.
@@ -143,18 +128,16 @@ pub async fn create_job(
     Ok(HttpResponse::Created().json(job))
 }
 
-/// Whether the caller may see the job: its customer, its driver, dispatchers.
-fn may_see(caller: &Caller, job: &Job) -> bool {
-    caller.role.is_dispatcher()
-        || job.customer_id.as_uuid() == caller.user_id
-        || job.driver_id.is_some_and(|d| d.as_uuid() == caller.user_id)
-}
-
 /// The job, if the caller may see it; others get 404, as if it did not exist.
 async fn visible_job(state: &AppState, caller: &Caller, id: Uuid) -> Result<Job, ApiError> {
     job_store::by_id(&state.db, JobId::from_uuid(id))
         .await?
-        .filter(|job| may_see(caller, job))
+        .filter(|job| {
+            job.visible_to(
+                UserId::from_uuid(caller.user_id),
+                caller.role.is_dispatcher(),
+            )
+        })
         .ok_or_else(|| ApiError::NotFound("no such job".into()))
 }
 
@@ -231,23 +214,8 @@ pub async fn cancel_job(
     caller: Caller,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let job = visible_job(&state, &caller, id.into_inner()).await?;
-    let mover = match caller.role {
-        Role::Customer => Mover::Customer,
-        Role::Admin | Role::Operator => Mover::Dispatcher,
-        Role::Driver => return Err(ApiError::Forbidden("drivers cannot cancel jobs".into())),
-    };
-    let change = Change::Move {
-        to: JobStatus::Cancelled,
-        mover,
-    };
-    let job = jobs::change(
-        &state,
-        job.id,
-        change,
-        Some(UserId::from_uuid(caller.user_id)),
-    )
-    .await?;
+    let id = JobId::from_uuid(id.into_inner());
+    let job = jobs::change(&state, id, Change::Cancel, &caller).await?;
     Ok(HttpResponse::Ok().json(job))
 }
 
@@ -274,32 +242,8 @@ pub async fn move_job(
     id: web::Path<Uuid>,
     body: web::Json<StatusRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let job = visible_job(&state, &caller, id.into_inner()).await?;
-    let mover = match caller.role {
-        Role::Driver => Mover::Driver,
-        Role::Admin | Role::Operator => Mover::Dispatcher,
-        Role::Customer => {
-            return Err(ApiError::Forbidden(
-                "customers cannot move jobs; to cancel, use /cancel".into(),
-            ));
-        }
-    };
-    if body.status == JobStatus::Assigned {
-        return Err(ApiError::BadRequest(
-            "to assign a driver, use /api/jobs/{id}/assign".into(),
-        ));
-    }
-    let change = Change::Move {
-        to: body.status,
-        mover,
-    };
-    let job = jobs::change(
-        &state,
-        job.id,
-        change,
-        Some(UserId::from_uuid(caller.user_id)),
-    )
-    .await?;
+    let id = JobId::from_uuid(id.into_inner());
+    let job = jobs::change(&state, id, Change::Move(body.status), &caller).await?;
     Ok(HttpResponse::Ok().json(job))
 }
 
@@ -328,7 +272,7 @@ pub async fn assign_job(
     let change = Change::Assign {
         driver: body.driver_id,
     };
-    let actor = Some(UserId::from_uuid(dispatcher.caller.user_id));
-    let job = jobs::change(&state, JobId::from_uuid(id.into_inner()), change, actor).await?;
+    let id = JobId::from_uuid(id.into_inner());
+    let job = jobs::change(&state, id, change, &dispatcher.caller).await?;
     Ok(HttpResponse::Ok().json(job))
 }

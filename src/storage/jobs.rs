@@ -169,11 +169,10 @@ pub async fn insert(
     Job::try_from(row)
 }
 
-/// Moves a job from `from` to `to` (only if it is still in `from`) and records the event, in one
-/// transaction. Going back to `dispatching` releases the driver.
-/// Moves the job from `from` to `event.to`, only if it is still in `from` with `driver` (the
-/// state the move was allowed for: a job released and given to another driver in between has
-/// the same status but is no longer the mover's).
+/// Moves the job from `from` to `event.to` and records the event, in one transaction, only if
+/// it is still in `from` with `driver` (the state the move was allowed for: a job released and
+/// given to another driver in between has the same status but is no longer the mover's). Going
+/// back to `dispatching` releases the driver.
 pub async fn move_status(
     db: &Db,
     id: JobId,

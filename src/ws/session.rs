@@ -521,13 +521,11 @@ impl<R: SessionRole> WsSession<R> {
         );
     }
 
-    /// Who this session watches jobs as: its customer, its driver, dispatchers may watch a job;
-    /// anyone else is told it does not exist.
+    /// Who this session watches jobs as (see `Job::visible_to`).
     fn watcher(&self) -> Watcher {
         Watcher {
             user: self.user,
             dispatcher: self.role.is_dispatcher(),
-            driver: self.role.driver(),
         }
     }
 

@@ -183,6 +183,12 @@ impl Job {
     pub fn position(&self) -> Option<LatLng> {
         LatLng::new(self.lat, self.lng).ok()
     }
+
+    /// Who may see the job: its customer, its driver (a driver's id is their user id),
+    /// dispatchers. Everyone else is told it does not exist.
+    pub fn visible_to(&self, user: UserId, dispatcher: bool) -> bool {
+        dispatcher || self.customer_id == user || self.driver_id == Some(user.as_driver())
+    }
 }
 
 /// One position report of a driver.

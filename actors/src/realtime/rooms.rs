@@ -30,18 +30,11 @@ pub struct Watcher {
     pub user: UserId,
     /// Admins and operators see every job.
     pub dispatcher: bool,
-    /// Set for drivers: they see the job while it is theirs.
-    pub driver: Option<DriverId>,
 }
 
 impl Watcher {
-    /// Its customer, its driver, dispatchers.
     pub fn may_watch(&self, job: &Job) -> bool {
-        self.dispatcher
-            || job.customer_id == self.user
-            || self
-                .driver
-                .is_some_and(|driver| job.driver_id == Some(driver))
+        job.visible_to(self.user, self.dispatcher)
     }
 }
 
