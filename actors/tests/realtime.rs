@@ -337,6 +337,124 @@ async fn positions_are_saved_once_per_change() {
     assert_eq!(saved[3].at.lat(), 26.1);
 }
 
+/// A position store that can be held (writes wait for `open`) or made to fail once, and tells
+/// when a write starts.
+struct GatedStore {
+    saved: Mutex<Vec<StoredPosition>>,
+    started: mpsc::UnboundedSender<()>,
+    gate: tokio::sync::Semaphore,
+    fail_next: std::sync::atomic::AtomicBool,
+}
+
+impl GatedStore {
+    fn open(&self) {
+        self.gate.add_permits(1_000);
+    }
+}
+
+#[async_trait]
+impl PositionStore for GatedStore {
+    async fn save_positions(&self, positions: Vec<StoredPosition>) -> Result<(), String> {
+        let _ = self.started.send(());
+        let _permit = self.gate.acquire().await.unwrap();
+        if self
+            .fail_next
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err("database unavailable".into());
+        }
+        self.saved.lock().unwrap().extend(positions);
+        Ok(())
+    }
+}
+
+fn gated_geo(
+    checkpoint_every: Duration,
+) -> (
+    Addr<GeoIndex>,
+    Arc<GatedStore>,
+    mpsc::UnboundedReceiver<()>,
+    ManualClock,
+) {
+    let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 25, 19, 0, 0).unwrap());
+    let (started, started_rx) = mpsc::unbounded_channel();
+    let store = Arc::new(GatedStore {
+        saved: Mutex::default(),
+        started,
+        gate: tokio::sync::Semaphore::new(0),
+        fail_next: Default::default(),
+    });
+    let geo = GeoIndex::new(
+        Arc::new(ServiceArea::south_florida()),
+        Arc::new(clock.clone()),
+        Duration::from_secs(60),
+        RoomDirectory::new().start(),
+        store.clone(),
+    )
+    .checkpoint_every(checkpoint_every)
+    .start();
+    (geo, store, started_rx, clock)
+}
+
+#[actix_rt::test]
+async fn a_failed_position_write_is_tried_again() {
+    let (geo, store, _started, clock) = gated_geo(Duration::from_secs(3600));
+    store.open();
+    store
+        .fail_next
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let driver = DriverId::new_random();
+    geo.send(LocationBatch(vec![(driver, fix(&clock, 26.0, -80.2, 1))]))
+        .await
+        .unwrap();
+    assert!(geo.send(FlushPositions).await.unwrap().is_err());
+    assert_eq!(
+        geo.send(FlushPositions).await.unwrap(),
+        Ok(1),
+        "still due after the failure"
+    );
+    assert_eq!(store.saved.lock().unwrap().len(), 1);
+}
+
+#[actix_rt::test]
+async fn a_flush_during_a_checkpoint_writes_after_it_and_loses_nothing() {
+    // A short period: the periodic checkpoint starts as soon as positions arrive.
+    let (geo, store, mut started, clock) = gated_geo(Duration::from_millis(10));
+    let (still, moving) = (DriverId::new_random(), DriverId::new_random());
+    geo.send(LocationBatch(vec![
+        (still, fix(&clock, 26.0, -80.2, 1)),
+        (moving, fix(&clock, 26.0, -80.3, 1)),
+    ]))
+    .await
+    .unwrap();
+    started.recv().await.unwrap();
+    // The checkpoint is held mid-write; one driver moves and the engine shuts down.
+    geo.send(LocationBatch(vec![(moving, fix(&clock, 26.1, -80.3, 2))]))
+        .await
+        .unwrap();
+    let flush = geo.send(FlushPositions);
+    geo.send(GetDriver { driver: still }).await.unwrap();
+    assert!(
+        started.try_recv().is_err(),
+        "the flush's write waits for the checkpoint's"
+    );
+    store.open();
+    // Both: the one the checkpoint is writing counts as written only once it is.
+    assert_eq!(flush.await.unwrap(), Ok(2));
+    let saved = store.saved.lock().unwrap().clone();
+    let last_of = |driver| {
+        saved
+            .iter()
+            .rev()
+            .find(|p| p.driver == driver)
+            .unwrap()
+            .at
+            .lat()
+    };
+    assert_eq!(saved.len(), 4);
+    assert_eq!((last_of(still), last_of(moving)), (26.0, 26.1));
+}
+
 fn job(status: JobStatus, driver: Option<DriverId>) -> Job {
     let now = Utc::now();
     Job {

@@ -310,6 +310,9 @@ pub struct GeoIndex {
     /// A checkpoint write is still running; the next waits for it.
     checkpoint_running: bool,
     checkpoint_every: Duration,
+    /// Position writes take turns in the order they were started, so an older write never
+    /// lands after a newer one (the periodic checkpoint and the flush at shutdown may overlap).
+    write_turns: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl GeoIndex {
@@ -330,6 +333,7 @@ impl GeoIndex {
             map_last_seen: HashMap::new(),
             checkpoint_running: false,
             checkpoint_every: CHECKPOINT_EVERY,
+            write_turns: Arc::default(),
         }
     }
 
@@ -386,9 +390,9 @@ impl GeoIndex {
             .set(self.index.live() as i64);
     }
 
-    /// Takes the positions changed since the last checkpoint and last written at least
-    /// `min_age` ago (zero: every changed one).
-    fn take_due_positions(&mut self, min_age: chrono::Duration) -> Vec<StoredPosition> {
+    /// The positions changed since they were last written and last tried at least `min_age`
+    /// ago (zero: every changed one). They stay due until a write of them succeeds.
+    fn due_positions(&mut self, min_age: chrono::Duration) -> Vec<StoredPosition> {
         let now = self.clock.now();
         self.index
             .drivers
@@ -397,7 +401,6 @@ impl GeoIndex {
                 d.checkpoint_due && d.checkpointed_at.is_none_or(|at| now - at >= min_age)
             })
             .filter_map(|(id, d)| {
-                d.checkpoint_due = false;
                 d.checkpointed_at = Some(now);
                 d.fix.as_ref().map(|fix| StoredPosition {
                     driver: *id,
@@ -410,32 +413,57 @@ impl GeoIndex {
             .collect()
     }
 
+    /// Writes `positions` in its turn; once written, the drivers that have not moved since are
+    /// no longer due.
+    fn write_positions(
+        &self,
+        positions: Vec<StoredPosition>,
+    ) -> impl ActorFuture<Self, Output = Result<usize, String>> + 'static {
+        let written: Vec<(DriverId, DateTime<Utc>)> = positions
+            .iter()
+            .map(|p| (p.driver, p.recorded_at))
+            .collect();
+        let (store, turns) = (self.store.clone(), self.write_turns.clone());
+        async move {
+            let _turn = turns.lock().await;
+            store.save_positions(positions).await
+        }
+        .into_actor(self)
+        .map(move |result, this, _| {
+            result?;
+            for (id, recorded_at) in &written {
+                if let Some(driver) = this.index.drivers.get_mut(id)
+                    && driver
+                        .fix
+                        .as_ref()
+                        .is_some_and(|fix| fix.received_at == *recorded_at)
+                {
+                    driver.checkpoint_due = false;
+                }
+            }
+            Ok(written.len())
+        })
+    }
+
     fn checkpoint(&mut self, ctx: &mut Context<Self>) {
         if self.checkpoint_running {
             return;
         }
         let min_age = chrono::Duration::from_std(self.checkpoint_every)
             .unwrap_or(chrono::Duration::seconds(15));
-        let positions = self.take_due_positions(min_age);
+        let positions = self.due_positions(min_age);
         if positions.is_empty() {
             return;
         }
         self.checkpoint_running = true;
-        let store = self.store.clone();
-        let count = positions.len();
-        ctx.spawn(
-            async move { store.save_positions(positions).await }
-                .into_actor(self)
-                .map(move |result, this, _| {
-                    this.checkpoint_running = false;
-                    match result {
-                        Ok(()) => tracing::debug!(count, "driver positions checkpointed"),
-                        Err(error) => {
-                            tracing::warn!(%error, count, "driver position checkpoint failed")
-                        }
-                    }
-                }),
-        );
+        ctx.spawn(self.write_positions(positions).map(|result, this, _| {
+            this.checkpoint_running = false;
+            match result {
+                Ok(count) => tracing::debug!(count, "driver positions checkpointed"),
+                // Still due: tried again after another period.
+                Err(error) => tracing::warn!(%error, "driver position checkpoint failed"),
+            }
+        }));
     }
 }
 
@@ -745,17 +773,14 @@ impl Handler<Restore> for GeoIndex {
 pub struct FlushPositions;
 
 impl Handler<FlushPositions> for GeoIndex {
-    type Result = ResponseFuture<Result<usize, String>>;
+    type Result = ResponseActFuture<Self, Result<usize, String>>;
 
     fn handle(&mut self, _: FlushPositions, _: &mut Context<Self>) -> Self::Result {
-        let positions = self.take_due_positions(chrono::Duration::zero());
-        let store = self.store.clone();
-        Box::pin(async move {
-            let count = positions.len();
-            if count > 0 {
-                store.save_positions(positions).await?;
-            }
-            Ok(count)
-        })
+        // Includes positions a periodic checkpoint is still writing: this write comes after it.
+        let positions = self.due_positions(chrono::Duration::zero());
+        if positions.is_empty() {
+            return Box::pin(actix::fut::ready(Ok(0)));
+        }
+        Box::pin(self.write_positions(positions))
     }
 }
