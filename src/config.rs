@@ -135,11 +135,7 @@ fn parse_load_size_prices(raw: &str) -> Result<[i64; 5], String> {
             .ok()
             .filter(|c| *c > 0)
             .ok_or_else(|| format!("{cents:?} is not a positive number of cents"))?;
-        let index = LoadSize::ALL
-            .iter()
-            .position(|s| *s == size)
-            .expect("ALL lists every size");
-        prices[index] = cents;
+        prices[size.index()] = cents;
     }
     Ok(prices)
 }

@@ -15,8 +15,13 @@ pub const MAX_LIMIT: u32 = 100;
 /// A list position: after this `(created_at, id)`.
 pub type Position = (DateTime<Utc>, Uuid);
 
+/// A list request's page size and start, checked: `(limit, after)`.
+pub fn page(limit: Option<u32>, cursor: Option<&str>) -> Result<(u32, Option<Position>), ApiError> {
+    Ok((self::limit(limit)?, cursor.map(decode).transpose()?))
+}
+
 /// The page size asked for, checked.
-pub fn limit(requested: Option<u32>) -> Result<u32, ApiError> {
+fn limit(requested: Option<u32>) -> Result<u32, ApiError> {
     let limit = requested.unwrap_or(DEFAULT_LIMIT);
     if (1..=MAX_LIMIT).contains(&limit) {
         Ok(limit)
@@ -32,7 +37,7 @@ fn encode((created_at, id): Position) -> String {
 }
 
 /// The position a cursor stands for; 400 for anything this API did not give out.
-pub fn decode(cursor: &str) -> Result<Position, ApiError> {
+fn decode(cursor: &str) -> Result<Position, ApiError> {
     let invalid = || ApiError::BadRequest("cursor is not one this API gave out".into());
     let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let raw = String::from_utf8(raw).map_err(|_| invalid())?;

@@ -25,11 +25,7 @@ impl Pricing {
     }
 
     pub fn quote(&self, size: LoadSize) -> Quote {
-        let index = LoadSize::ALL
-            .iter()
-            .position(|s| *s == size)
-            .expect("ALL lists every size");
-        let price = self.0.load_size_prices_cents[index];
+        let price = self.0.load_size_prices_cents[size.index()];
         // Commission rounds half up to the cent, in integer arithmetic.
         let commission = (price * i64::from(self.0.commission_percent) + 50) / 100;
         Quote {

@@ -238,12 +238,7 @@ pub async fn list_users(
     _dispatcher: Authorized<Dispatchers>,
     query: web::Query<ListUsersQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = pagination::limit(query.limit)?;
-    let after = query
-        .cursor
-        .as_deref()
-        .map(pagination::decode)
-        .transpose()?;
+    let (limit, after) = pagination::page(query.limit, query.cursor.as_deref())?;
     let filter = UserFilter {
         role: query.role,
         approved: query.approved,

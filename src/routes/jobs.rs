@@ -106,7 +106,6 @@ pub async fn create_job(
             "we serve Miami-Dade, Broward and Palm Beach counties only".into(),
         )
     })?;
-    let quote = state.pricing.quote(body.load_size);
     let customer_id = UserId::from_uuid(customer.caller.user_id);
     let new = NewJob {
         customer: customer_id,
@@ -118,11 +117,7 @@ pub async fn create_job(
         description,
         load_size: body.load_size,
         scheduled_at: body.scheduled_at,
-        price_cents: quote.price_cents,
-        service_fee_cents: quote.service_fee_cents,
-        commission_cents: quote.commission_cents,
-        total_cents: quote.total_cents,
-        driver_payout_cents: quote.driver_payout_cents,
+        quote: state.pricing.quote(body.load_size),
     };
     let job = jobs::create(&state, new, customer_id).await?;
     Ok(HttpResponse::Created().json(job))
@@ -179,12 +174,7 @@ pub async fn list_jobs(
     caller: Caller,
     query: web::Query<ListJobsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = pagination::limit(query.limit)?;
-    let after = query
-        .cursor
-        .as_deref()
-        .map(pagination::decode)
-        .transpose()?;
+    let (limit, after) = pagination::page(query.limit, query.cursor.as_deref())?;
     let scope = match caller.role {
         Role::Customer => JobScope::Customer(UserId::from_uuid(caller.user_id)),
         Role::Driver => JobScope::Driver(DriverId::from_uuid(caller.user_id)),

@@ -1,12 +1,15 @@
 //! The `jobs` and `job_events` tables. Every write that changes a job's status writes its event
 //! in the same transaction (see `crate::jobs` for the one function that does it).
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use umuve_actors::ids::{DriverId, JobId, UserId};
 use umuve_actors::realtime::model::{Job, JobStatus, LoadSize};
 use uuid::Uuid;
 
 use super::{Db, on_pool};
+use crate::jobs::Quote;
 
 macro_rules! columns {
     () => {
@@ -86,11 +89,7 @@ pub struct NewJob {
     pub description: String,
     pub load_size: LoadSize,
     pub scheduled_at: Option<DateTime<Utc>>,
-    pub price_cents: i64,
-    pub service_fee_cents: i64,
-    pub commission_cents: i64,
-    pub total_cents: i64,
-    pub driver_payout_cents: i64,
+    pub quote: Quote,
 }
 
 /// One line of a job's history.
@@ -147,11 +146,11 @@ pub async fn insert(
             .bind(&new.description)
             .bind(new.load_size.as_str())
             .bind(new.scheduled_at)
-            .bind(new.price_cents)
-            .bind(new.service_fee_cents)
-            .bind(new.commission_cents)
-            .bind(new.total_cents)
-            .bind(new.driver_payout_cents)
+            .bind(new.quote.price_cents)
+            .bind(new.quote.service_fee_cents)
+            .bind(new.quote.commission_cents)
+            .bind(new.quote.total_cents)
+            .bind(new.quote.driver_payout_cents)
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
@@ -333,14 +332,28 @@ pub async fn list(
     rows.into_iter().map(Job::try_from).collect()
 }
 
+/// `('a', 'b', …)`: the statuses for which `holds` is true, for an SQL `IN`, so queries follow
+/// the rules in `JobStatus` instead of restating them.
+pub(crate) fn statuses_where(holds: fn(JobStatus) -> bool) -> String {
+    let names: Vec<String> = JobStatus::ALL
+        .into_iter()
+        .filter(|status| holds(*status))
+        .map(|status| format!("'{}'", status.as_str()))
+        .collect();
+    format!("({})", names.join(", "))
+}
+
 /// Jobs the dispatch map shows at start-up (and the drivers they hold).
 pub async fn active(db: &Db) -> Result<Vec<Job>, sqlx::Error> {
-    const SQL: &str = concat!(
-        "SELECT ",
-        columns!(),
-        " FROM jobs WHERE status IN ('dispatching', 'assigned', 'en_route', 'arrived', 'in_progress')"
-    );
-    let rows = on_pool!(db, pool => sqlx::query_as::<_, JobRow>(SQL).fetch_all(pool).await)?;
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {} FROM jobs WHERE status IN {}",
+            columns!(),
+            statuses_where(JobStatus::is_on_map)
+        )
+    });
+    let rows =
+        on_pool!(db, pool => sqlx::query_as::<_, JobRow>(SQL.as_str()).fetch_all(pool).await)?;
     rows.into_iter().map(Job::try_from).collect()
 }
 
@@ -352,4 +365,21 @@ pub async fn events(
     const SQL: &str = "SELECT from_status, to_status, actor_id, created_at FROM job_events \
          WHERE job_id = $1 ORDER BY job_event_id";
     on_pool!(db, pool => sqlx::query_as(SQL).bind(id.as_uuid()).fetch_all(pool).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lists_follow_the_rules_of_job_status() {
+        assert_eq!(
+            statuses_where(JobStatus::has_active_driver),
+            "('assigned', 'en_route', 'arrived', 'in_progress')"
+        );
+        assert_eq!(
+            statuses_where(JobStatus::is_on_map),
+            "('dispatching', 'assigned', 'en_route', 'arrived', 'in_progress')"
+        );
+    }
 }

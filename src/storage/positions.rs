@@ -1,13 +1,17 @@
 //! The `driver_positions` table: each driver's last checkpointed position.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
 use umuve_actors::geo::LatLng;
 use umuve_actors::ids::DriverId;
 use umuve_actors::realtime::geo_index::{PositionStore, RestoredDriver, StoredPosition};
+use umuve_actors::realtime::model::JobStatus;
 use uuid::Uuid;
 
+use super::jobs::statuses_where;
 use super::{Db, on_pool};
 
 /// Rows per statement when checkpointing (well under both databases' parameter limits).
@@ -64,13 +68,18 @@ type DriverRow = (
 
 /// Every driver with what the geo index needs at start-up: approval, active job, last position.
 pub async fn restore(db: &Db) -> Result<Vec<RestoredDriver>, sqlx::Error> {
-    const SQL: &str = "SELECT u.user_id, u.approved, j.job_id, p.lat, p.lng, p.heading_deg, p.ts_ms, p.recorded_at \
-         FROM users u \
-         LEFT JOIN driver_positions p ON p.driver_id = u.user_id \
-         LEFT JOIN jobs j ON j.driver_id = u.user_id \
-             AND j.status IN ('assigned', 'en_route', 'arrived', 'in_progress') \
-         WHERE u.role = 'driver'";
-    let rows: Vec<DriverRow> = on_pool!(db, pool => sqlx::query_as(SQL).fetch_all(pool).await)?;
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT u.user_id, u.approved, j.job_id, p.lat, p.lng, p.heading_deg, p.ts_ms, p.recorded_at \
+             FROM users u \
+             LEFT JOIN driver_positions p ON p.driver_id = u.user_id \
+             LEFT JOIN jobs j ON j.driver_id = u.user_id AND j.status IN {} \
+             WHERE u.role = 'driver'",
+            statuses_where(JobStatus::has_active_driver)
+        )
+    });
+    let rows: Vec<DriverRow> =
+        on_pool!(db, pool => sqlx::query_as(SQL.as_str()).fetch_all(pool).await)?;
     Ok(rows
         .into_iter()
         .map(

@@ -9,7 +9,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use actix_http::ws::{Codec, Frame, Item, Message, ProtocolError};
+use actix_http::ws::{Codec, Frame, Message, ProtocolError};
 use actix_web::error::PayloadError;
 use bytes::BytesMut;
 use bytestring::ByteString;
@@ -47,12 +47,7 @@ fn to_message(frame: Frame) -> Result<Message, ProtocolError> {
         Frame::Ping(data) => Message::Ping(data),
         Frame::Pong(data) => Message::Pong(data),
         Frame::Close(reason) => Message::Close(reason),
-        Frame::Continuation(item) => Message::Continuation(match item {
-            Item::FirstText(b) => Item::FirstText(b),
-            Item::FirstBinary(b) => Item::FirstBinary(b),
-            Item::Continue(b) => Item::Continue(b),
-            Item::Last(b) => Item::Last(b),
-        }),
+        Frame::Continuation(item) => Message::Continuation(item),
     })
 }
 

@@ -59,7 +59,6 @@ impl OutboundGauge {
 /// What waits between the session's output and the HTTP writer. Both ends live on the session's
 /// thread; an empty queue holds no allocation (a channel per socket would preallocate blocks,
 /// and there are tens of thousands of sockets).
-#[derive(Default)]
 struct Pipe<E> {
     queue: VecDeque<Result<Bytes, E>>,
     /// The writer, waiting for bytes.
@@ -68,6 +67,29 @@ struct Pipe<E> {
     finished: bool,
     /// The writer is gone (client disconnected, or aborted).
     dropped: bool,
+}
+
+// Not derived: that would ask `E: Default`.
+impl<E> Default for Pipe<E> {
+    fn default() -> Self {
+        Self {
+            queue: VecDeque::new(),
+            waiting: None,
+            finished: false,
+            dropped: false,
+        }
+    }
+}
+
+impl<E> Pipe<E> {
+    /// Frees what waits and stops taking more; a waiting writer is woken to end the response.
+    fn close(&mut self) {
+        self.queue = VecDeque::new();
+        self.dropped = true;
+        if let Some(writer) = self.waiting.take() {
+            writer.wake();
+        }
+    }
 }
 
 /// The response body: what the session wrote, as the writer takes it.
@@ -83,21 +105,11 @@ where
     S: Stream<Item = Result<Bytes, E>> + 'static,
     E: 'static,
 {
-    let pipe = Rc::new(RefCell::new(Pipe {
-        queue: VecDeque::new(),
-        waiting: None,
-        finished: false,
-        dropped: false,
-    }));
+    let pipe: Rc<RefCell<Pipe<E>>> = Rc::default();
     let weak = Rc::downgrade(&pipe);
     *gauge.on_abort.borrow_mut() = Some(Box::new(move || {
         if let Some(pipe) = weak.upgrade() {
-            let mut pipe = pipe.borrow_mut();
-            pipe.queue = VecDeque::new();
-            pipe.dropped = true;
-            if let Some(writer) = pipe.waiting.take() {
-                writer.wake();
-            }
+            pipe.borrow_mut().close();
         }
     }));
     let producer = pipe.clone();
@@ -128,10 +140,8 @@ impl<E> Stream for Metered<E> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut pipe = self.pipe.borrow_mut();
-        if self.gauge.aborted.get() {
-            // Frees what waited for a reader that will not read it.
-            pipe.queue = VecDeque::new();
-            pipe.dropped = true;
+        if pipe.dropped {
+            // Aborted: what waited is freed already.
             return Poll::Ready(None);
         }
         match pipe.queue.pop_front() {
@@ -163,9 +173,7 @@ impl<E> Stream for Metered<E> {
 
 impl<E> Drop for Metered<E> {
     fn drop(&mut self) {
-        let mut pipe = self.pipe.borrow_mut();
-        pipe.dropped = true;
-        pipe.queue.clear();
+        self.pipe.borrow_mut().close();
     }
 }
 

@@ -152,21 +152,26 @@ fn uuid_field<T: std::str::FromStr>(
 impl RawInbound<'_> {
     /// The message type, for metrics: known names only, so labels stay bounded.
     pub fn metric_name(&self) -> &'static str {
-        match self.kind.as_ref() {
-            "location" => "location",
-            "locations" => "locations",
-            "availability" => "availability",
-            "offer.accept" => "offer.accept",
-            "offer.decline" => "offer.decline",
-            "subscribe" => "subscribe",
-            "unsubscribe" => "unsubscribe",
-            "map.subscribe" => "map.subscribe",
-            "map.unsubscribe" => "map.unsubscribe",
-            _ => "unknown",
-        }
+        const KNOWN: [&str; 9] = [
+            "location",
+            "locations",
+            "availability",
+            "offer.accept",
+            "offer.decline",
+            "subscribe",
+            "unsubscribe",
+            "map.subscribe",
+            "map.unsubscribe",
+        ];
+        KNOWN
+            .into_iter()
+            .find(|known| *known == self.kind)
+            .unwrap_or("unknown")
     }
 
     pub fn command(&self) -> Result<Command, Refusal> {
+        let offer = || uuid_field("offer_id", self.offer_id.as_ref());
+        let job = || uuid_field("job_id", self.job_id.as_ref());
         match self.kind.as_ref() {
             "location" => Ok(Command::Location(position(
                 self.lat,
@@ -209,22 +214,10 @@ impl RawInbound<'_> {
                 .available
                 .map(Command::Availability)
                 .ok_or_else(|| bad("available (true or false) is required")),
-            "offer.accept" => Ok(Command::OfferAccept(uuid_field(
-                "offer_id",
-                self.offer_id.as_ref(),
-            )?)),
-            "offer.decline" => Ok(Command::OfferDecline(uuid_field(
-                "offer_id",
-                self.offer_id.as_ref(),
-            )?)),
-            "subscribe" => Ok(Command::Subscribe(uuid_field(
-                "job_id",
-                self.job_id.as_ref(),
-            )?)),
-            "unsubscribe" => Ok(Command::Unsubscribe(uuid_field(
-                "job_id",
-                self.job_id.as_ref(),
-            )?)),
+            "offer.accept" => offer().map(Command::OfferAccept),
+            "offer.decline" => offer().map(Command::OfferDecline),
+            "subscribe" => job().map(Command::Subscribe),
+            "unsubscribe" => job().map(Command::Unsubscribe),
             "map.subscribe" => Ok(Command::MapSubscribe(
                 self.bbox.map(BBox::parse).transpose().map_err(bad)?,
             )),

@@ -253,15 +253,24 @@ impl<R: SessionRole> WsSession<R> {
     }
 
     fn refuse(&mut self, ctx: &mut Ctx<R>, id: Option<&RawValue>, refusal: &Refusal) {
-        self.send(
-            ctx,
-            "error",
-            &ServerMessage::Error {
-                id,
-                code: refusal.code,
-                message: &refusal.message,
-            },
-        );
+        self.error(ctx, id, refusal.code, &refusal.message);
+    }
+
+    /// Sends an `error` frame (answering the message `id`, when it had one).
+    fn error(&mut self, ctx: &mut Ctx<R>, id: Option<&RawValue>, code: &str, message: &str) {
+        self.send(ctx, "error", &ServerMessage::Error { id, code, message });
+    }
+
+    /// The database did not answer: the client may retry.
+    fn try_again(&mut self, ctx: &mut Ctx<R>, id: Option<&RawValue>) {
+        self.error(ctx, id, "unavailable", "try again");
+    }
+
+    fn refuse_binary(&mut self, ctx: &mut Ctx<R>) {
+        if self.admit(ctx) {
+            let message = "binary messages are not supported; send JSON text";
+            self.error(ctx, None, "bad_request", message);
+        }
     }
 
     fn ack(&mut self, ctx: &mut Ctx<R>, id: Option<&RawValue>) {
@@ -310,8 +319,7 @@ impl<R: SessionRole> WsSession<R> {
             return;
         }
         self.lagging_since = None;
-        let held: Vec<Deliver> = self.held_locations.drain().map(|(_, m)| m).collect();
-        for message in held {
+        for message in std::mem::take(&mut self.held_locations).into_values() {
             self.write(ctx, message);
         }
         if self.map_sync == MapSync::NeedsSnapshot {
@@ -359,14 +367,11 @@ impl<R: SessionRole> WsSession<R> {
                     "rate_limited",
                 );
             } else if self.budget.should_tell(now) {
-                let refusal = Refusal {
-                    code: "rate_limited",
-                    message: format!(
-                        "more than {} messages per second; some were dropped",
-                        self.budget.per_second
-                    ),
-                };
-                self.refuse(ctx, None, &refusal);
+                let message = format!(
+                    "more than {} messages per second; some were dropped",
+                    self.budget.per_second
+                );
+                self.error(ctx, None, "rate_limited", &message);
             }
             return false;
         }
@@ -402,11 +407,7 @@ impl<R: SessionRole> WsSession<R> {
     }
 
     fn forbidden(&mut self, ctx: &mut Ctx<R>, id: Option<&RawValue>, message: &str) {
-        let refusal = Refusal {
-            code: "forbidden",
-            message: message.to_owned(),
-        };
-        self.refuse(ctx, id, &refusal);
+        self.error(ctx, id, "forbidden", message);
     }
 
     fn on_command(&mut self, ctx: &mut Ctx<R>, command: Command, id: Option<Box<RawValue>>) {
@@ -423,11 +424,7 @@ impl<R: SessionRole> WsSession<R> {
             },
             Command::OfferAccept(_) | Command::OfferDecline(_) => {
                 if self.role.driver().is_some() {
-                    let refusal = Refusal {
-                        code: "not_found",
-                        message: "no such offer".into(),
-                    };
-                    self.refuse(ctx, id.as_deref(), &refusal);
+                    self.error(ctx, id.as_deref(), "not_found", "no such offer");
                 } else {
                     self.forbidden(ctx, id.as_deref(), "only drivers receive offers");
                 }
@@ -510,13 +507,7 @@ impl<R: SessionRole> WsSession<R> {
                         id.as_deref(),
                         "only approved drivers can become available",
                     ),
-                    Err(_) => {
-                        let refusal = Refusal {
-                            code: "unavailable",
-                            message: "try again".into(),
-                        };
-                        this.refuse(ctx, id.as_deref(), &refusal)
-                    }
+                    Err(_) => this.try_again(ctx, id.as_deref()),
                 }),
         );
     }
@@ -531,11 +522,12 @@ impl<R: SessionRole> WsSession<R> {
 
     fn on_subscribe(&mut self, ctx: &mut Ctx<R>, job_id: JobId, id: Option<Box<RawValue>>) {
         if self.subscriptions.len() >= MAX_SUBSCRIPTIONS && !self.subscriptions.contains(&job_id) {
-            let refusal = Refusal {
-                code: "bad_request",
-                message: format!("at most {MAX_SUBSCRIPTIONS} jobs per connection"),
-            };
-            return self.refuse(ctx, id.as_deref(), &refusal);
+            return self.error(
+                ctx,
+                id.as_deref(),
+                "bad_request",
+                &format!("at most {MAX_SUBSCRIPTIONS} jobs per connection"),
+            );
         }
         let state = self.state.clone();
         let lookup = async move { storage::jobs::by_id(&state.db, job_id).await };
@@ -554,19 +546,11 @@ impl<R: SessionRole> WsSession<R> {
                         });
                     }
                     Ok(_) => {
-                        let refusal = Refusal {
-                            code: "not_found",
-                            message: "no such job".into(),
-                        };
-                        this.refuse(ctx, id.as_deref(), &refusal);
+                        this.error(ctx, id.as_deref(), "not_found", "no such job");
                     }
                     Err(error) => {
                         tracing::warn!(%error, "subscribe: job lookup failed");
-                        let refusal = Refusal {
-                            code: "unavailable",
-                            message: "try again".into(),
-                        };
-                        this.refuse(ctx, id.as_deref(), &refusal);
+                        this.try_again(ctx, id.as_deref());
                     }
                 }),
         );
@@ -579,16 +563,7 @@ impl<R: SessionRole> WsSession<R> {
                 self.partial = Some(Vec::new());
                 (bytes, false)
             }
-            Item::FirstBinary(_) => {
-                if !self.admit(ctx) {
-                    return;
-                }
-                let refusal = Refusal {
-                    code: "bad_request",
-                    message: "binary messages are not supported; send JSON text".into(),
-                };
-                return self.refuse(ctx, None, &refusal);
-            }
+            Item::FirstBinary(_) => return self.refuse_binary(ctx),
             Item::Continue(bytes) => (bytes, false),
             Item::Last(bytes) => (bytes, true),
         };
@@ -643,7 +618,7 @@ impl<R: SessionRole> Actor for WsSession<R> {
             server_time: self.state.clock.now(),
         };
         self.send(ctx, "hello", &hello);
-        // One timer per socket (tens of thousands of sockets): it pumps, and pings when due.
+        // The only timer a socket keeps (tens of thousands of sockets); pumping runs on demand.
         ctx.run_interval(PING_EVERY, |this, ctx| this.heartbeat(ctx));
     }
 
@@ -652,7 +627,6 @@ impl<R: SessionRole> Actor for WsSession<R> {
         hub.sessions.do_send(UnregisterSession {
             user: self.user,
             session: self.id,
-            role: self.role.label(),
         });
         for job in self.subscriptions.drain() {
             hub.rooms.do_send(LeaveRoom {
@@ -684,16 +658,7 @@ impl<R: SessionRole> StreamHandler<Result<Message, ProtocolError>> for WsSession
                 }
             }
             Ok(Message::Pong(_)) | Ok(Message::Nop) => {}
-            Ok(Message::Binary(_)) => {
-                if !self.admit(ctx) {
-                    return;
-                }
-                let refusal = Refusal {
-                    code: "bad_request",
-                    message: "binary messages are not supported; send JSON text".into(),
-                };
-                self.refuse(ctx, None, &refusal);
-            }
+            Ok(Message::Binary(_)) => self.refuse_binary(ctx),
             Ok(Message::Continuation(item)) => self.on_continuation(ctx, item),
             Ok(Message::Close(reason)) => {
                 ctx.close(reason);

@@ -32,8 +32,6 @@ pub struct DispatchMap {
     jobs: HashMap<JobId, Job>,
     /// Jobs changed since the last tick (including ones that just left the map).
     changed_jobs: HashMap<JobId, Job>,
-    /// A tick is waiting for the geo index; the next one is skipped rather than queued.
-    tick_running: bool,
     /// Subscribers that missed a delta (their mailbox was full): a fresh snapshot next tick.
     missed_delta: Vec<SessionId>,
 }
@@ -46,7 +44,6 @@ impl DispatchMap {
             subscribers: HashMap::new(),
             jobs: HashMap::new(),
             changed_jobs: HashMap::new(),
-            tick_running: false,
             missed_delta: Vec::new(),
         }
     }
@@ -89,23 +86,20 @@ impl DispatchMap {
         ));
     }
 
+    /// Waits for the index (ticks do not pile up: a waiting actor runs no timers).
     fn on_tick(&mut self, ctx: &mut Context<Self>) {
-        if self.tick_running {
-            return;
-        }
-        self.tick_running = true;
-        for session in std::mem::take(&mut self.missed_delta) {
-            self.send_snapshot(ctx, session, None);
-        }
         ctx.wait(
             self.geo
                 .send(DrainMapChanges)
                 .into_actor(self)
-                .map(|changes, this, _| {
-                    this.tick_running = false;
+                .map(|changes, this, ctx| {
                     let changes = changes.unwrap_or_default();
                     let jobs: Vec<Job> = this.changed_jobs.drain().map(|(_, job)| job).collect();
                     this.publish(&changes, &jobs);
+                    // Asked for after the drain, so no delta is newer than these snapshots.
+                    for session in std::mem::take(&mut this.missed_delta) {
+                        this.send_snapshot(ctx, session, None);
+                    }
                 }),
         );
     }
@@ -297,18 +291,5 @@ impl Handler<SeedMapJobs> for DispatchMap {
                 self.jobs.insert(job.id, job);
             }
         }
-    }
-}
-
-/// Query: how many sessions watch the map (for tests and metrics).
-#[derive(Debug, Message)]
-#[rtype(result = "usize")]
-pub struct CountMapSubscribers;
-
-impl Handler<CountMapSubscribers> for DispatchMap {
-    type Result = usize;
-
-    fn handle(&mut self, _: CountMapSubscribers, _: &mut Context<Self>) -> usize {
-        self.subscribers.len()
     }
 }

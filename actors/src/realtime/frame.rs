@@ -7,7 +7,7 @@ use actix::{Message, Recipient};
 use bytestring::ByteString;
 use serde::Serialize;
 
-use super::metrics::METRICS;
+use super::metrics::{METRICS, count};
 use crate::ids::JobId;
 
 /// One JSON text frame. Cloning shares the bytes.
@@ -85,10 +85,7 @@ pub fn deliver(to: &Recipient<Deliver>, message: Deliver) -> bool {
         to.do_send(message);
         true
     } else if to.try_send(message).is_err() {
-        METRICS
-            .frames_dropped
-            .with_label_values(&["mailbox_full"])
-            .inc();
+        count(&METRICS.frames_dropped, "mailbox_full");
         false
     } else {
         true

@@ -167,11 +167,6 @@ impl DriverIndex {
             .is_some_and(|fix| now - fix.received_at < self.stale_after)
     }
 
-    /// The job a driver is on, if any.
-    pub fn job_of(&self, id: DriverId) -> Option<JobId> {
-        self.drivers.get(&id).and_then(|d| d.job)
-    }
-
     /// Takes a driver out of searches; true if it was in them.
     fn take_off_tree(&mut self, id: DriverId) -> bool {
         let Some(driver) = self.drivers.get_mut(&id) else {
@@ -359,11 +354,13 @@ impl GeoIndex {
 
     /// Applies one fix and passes it on to the driver's job room.
     fn apply_fix(&mut self, id: DriverId, fix: DriverFix) -> bool {
-        let for_room = self.index.job_of(id).map(|job| (job, fix.clone()));
         match self.index.apply_fix(id, fix) {
             FixOutcome::Rejected => false,
-            FixOutcome::Accepted { .. } => {
-                if let Some((job, fix)) = for_room {
+            FixOutcome::Accepted { job } => {
+                // Copied only for a driver on a job, whose room wants it.
+                if let Some(job) = job
+                    && let Some(fix) = self.index.drivers.get(&id).and_then(|d| d.fix.clone())
+                {
                     self.rooms.do_send(DriverLocated {
                         job,
                         driver: id,

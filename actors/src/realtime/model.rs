@@ -137,6 +137,14 @@ impl LoadSize {
         LoadSize::Full,
     ];
 
+    /// Its place in [`Self::ALL`] (and in tables indexed like it, such as prices).
+    pub fn index(self) -> usize {
+        Self::ALL
+            .iter()
+            .position(|size| *size == self)
+            .expect("ALL lists every size")
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             LoadSize::SingleItem => "single_item",

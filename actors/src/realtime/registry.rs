@@ -9,9 +9,12 @@ use super::frame::{Deliver, Frame, SessionId, deliver};
 use super::metrics::METRICS;
 use crate::ids::UserId;
 
+/// One open socket: its session, its role (the label of the connection gauge), its inbox.
+type Socket = (SessionId, &'static str, Recipient<Deliver>);
+
 #[derive(Default)]
 pub struct SessionRegistry {
-    by_user: HashMap<UserId, Vec<(SessionId, Recipient<Deliver>)>>,
+    by_user: HashMap<UserId, Vec<Socket>>,
 }
 
 impl Actor for SessionRegistry {
@@ -35,7 +38,7 @@ impl Handler<RegisterSession> for SessionRegistry {
         self.by_user
             .entry(msg.user)
             .or_default()
-            .push((msg.session, msg.recipient));
+            .push((msg.session, msg.role, msg.recipient));
     }
 }
 
@@ -44,7 +47,6 @@ impl Handler<RegisterSession> for SessionRegistry {
 pub struct UnregisterSession {
     pub user: UserId,
     pub session: SessionId,
-    pub role: &'static str,
 }
 
 impl Handler<UnregisterSession> for SessionRegistry {
@@ -52,10 +54,9 @@ impl Handler<UnregisterSession> for SessionRegistry {
 
     fn handle(&mut self, msg: UnregisterSession, _: &mut Context<Self>) {
         if let Some(sessions) = self.by_user.get_mut(&msg.user) {
-            let before = sessions.len();
-            sessions.retain(|(id, _)| *id != msg.session);
-            if sessions.len() < before {
-                METRICS.connections.with_label_values(&[msg.role]).dec();
+            if let Some(at) = sessions.iter().position(|(id, ..)| *id == msg.session) {
+                let (_, role, _) = sessions.swap_remove(at);
+                METRICS.connections.with_label_values(&[role]).dec();
             }
             if sessions.is_empty() {
                 self.by_user.remove(&msg.user);
@@ -79,24 +80,9 @@ impl Handler<PushToUser> for SessionRegistry {
     fn handle(&mut self, msg: PushToUser, _: &mut Context<Self>) {
         if let Some(sessions) = self.by_user.get(&msg.user) {
             let message = Deliver::status(msg.name, msg.frame);
-            for (_, recipient) in sessions {
+            for (.., recipient) in sessions {
                 deliver(recipient, message.clone());
             }
         }
-    }
-}
-
-/// Query: how many sockets a user has open.
-#[derive(Debug, Message)]
-#[rtype(result = "usize")]
-pub struct CountSessions {
-    pub user: UserId,
-}
-
-impl Handler<CountSessions> for SessionRegistry {
-    type Result = usize;
-
-    fn handle(&mut self, msg: CountSessions, _: &mut Context<Self>) -> usize {
-        self.by_user.get(&msg.user).map_or(0, Vec::len)
     }
 }
