@@ -24,12 +24,16 @@ fn engine(dir: &Path) -> Command {
 }
 
 /// Reads the engine's log until it says where it listens; returns `http://host:port` and the
-/// rest of the log, collected until the engine exits.
+/// whole output (log from the start, then stderr), collected until the engine exits.
 async fn listening_address(child: &mut Child) -> (String, tokio::task::JoinHandle<String>) {
     let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
     let mut lines = BufReader::new(stdout).lines();
+    let mut log = String::new();
     let find = async {
         while let Some(line) = lines.next_line().await.expect("readable log") {
+            log.push_str(&line);
+            log.push('\n');
             if let Some(rest) = line.split("listening on ").nth(1) {
                 return rest.split_whitespace().next().unwrap().to_owned();
             }
@@ -39,15 +43,24 @@ async fn listening_address(child: &mut Child) -> (String, tokio::task::JoinHandl
     let address = tokio::time::timeout(Duration::from_secs(60), find)
         .await
         .expect("the engine listens");
-    let rest = tokio::spawn(async move {
-        let mut log = String::new();
+    let errors = tokio::spawn(async move {
+        let mut text = String::new();
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    let whole = tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
             log.push_str(&line);
             log.push('\n');
         }
+        log.push_str(&errors.await.unwrap_or_default());
         log
     });
-    (address, rest)
+    (address, whole)
 }
 
 fn terminate(child: &Child) {
@@ -413,6 +426,11 @@ async fn logs_never_contain_secrets() {
         .await
         .unwrap();
     assert!(created.status.success());
+    let created_output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&created.stdout),
+        String::from_utf8_lossy(&created.stderr)
+    );
     let mut child = engine(dir.path())
         .env("APP_ENV", "production")
         .env("RUST_LOG", "debug")
@@ -467,5 +485,13 @@ async fn logs_never_contain_secrets() {
             !log.contains(secret),
             "{secret} leaked into the log:\n{log}"
         );
+        assert!(
+            !created_output.contains(secret),
+            "{secret} leaked from create-admin:\n{created_output}"
+        );
     }
+    assert!(
+        log.contains("listening on"),
+        "the start-up lines are checked too"
+    );
 }

@@ -269,9 +269,15 @@ mod tests {
         }
         assert_eq!(limiter.cool_down_ws(flooder, minute), MAX_COOLDOWN);
 
-        // Well behaved for longer than the strike memory after the last cool-down: back to one.
-        clock.advance(chrono::Duration::from_std(MAX_COOLDOWN + STRIKE_MEMORY).unwrap());
+        // The strikes are kept for the strike memory after the last cool-down, then forgotten
+        // (memory follows recent offenders only), and the next close starts at one again.
+        let memory = chrono::Duration::from_std(MAX_COOLDOWN + STRIKE_MEMORY).unwrap();
+        clock.advance(memory - chrono::Duration::seconds(1));
         limiter.forget_idle_keys();
+        assert_eq!(limiter.cooldowns().len(), 1, "still remembered");
+        clock.advance(chrono::Duration::seconds(1));
+        limiter.forget_idle_keys();
+        assert!(limiter.cooldowns().is_empty(), "forgotten");
         assert_eq!(limiter.cool_down_ws(flooder, minute), minute);
     }
 }

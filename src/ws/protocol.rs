@@ -279,8 +279,18 @@ mod tests {
             r#"{"type":"location","lat":0,"lng":0,"heading_deg":400}"#,
             r#"{"type":"location","lat":0,"lng":0,"speed_mps":-1}"#,
             r#"{"type":"location","lat":0,"lng":0,"ts":-5}"#,
+            r#"{"type":"location","lat":0,"lng":0,"ts":0}"#,
+            r#"{"type":"location","lat":0,"lng":0,"heading_deg":-0.5}"#,
+            r#"{"type":"location","lat":0,"lng":0,"accuracy_m":-1}"#,
         ] {
             assert_eq!(command(text).unwrap_err().code, "bad_request", "{text}");
+        }
+        // The edges of the ranges are fine.
+        for text in [
+            r#"{"type":"location","lat":90,"lng":180,"heading_deg":0}"#,
+            r#"{"type":"location","lat":-90,"lng":-180,"heading_deg":360,"speed_mps":0,"accuracy_m":0}"#,
+        ] {
+            assert!(command(text).is_ok(), "{text}");
         }
         // Wrong types and NaN fail parsing.
         for text in [
@@ -304,6 +314,74 @@ mod tests {
         };
         assert_eq!(p.ts, Some(9));
         assert_eq!(p.at.lat(), 25.3);
+    }
+
+    #[test]
+    fn backlogs_hold_1_to_1000_valid_points() {
+        let point = r#"{"lat":25.1,"lng":-80.1,"ts":3}"#;
+        let backlog = |n: usize| {
+            format!(
+                r#"{{"type":"locations","points":[{}]}}"#,
+                vec![point; n].join(",")
+            )
+        };
+        assert!(command(&backlog(1)).is_ok());
+        assert!(command(&backlog(MAX_BACKLOG_POINTS)).is_ok());
+        for text in [
+            backlog(0),
+            backlog(MAX_BACKLOG_POINTS + 1),
+            r#"{"type":"locations"}"#.to_owned(),
+            // One bad point refuses the whole backlog.
+            r#"{"type":"locations","points":[{"lat":25.1,"lng":-80.1},{"lat":95,"lng":-80.1}]}"#
+                .to_owned(),
+        ] {
+            let refusal = command(&text).unwrap_err();
+            assert_eq!(
+                refusal.code,
+                "bad_request",
+                "{}",
+                &text[..text.len().min(80)]
+            );
+        }
+    }
+
+    #[test]
+    fn required_fields_of_the_other_messages() {
+        for (text, message) in [
+            (
+                r#"{"type":"availability"}"#,
+                "available (true or false) is required",
+            ),
+            (r#"{"type":"availability","available":"yes"}"#, ""),
+            (r#"{"type":"offer.accept"}"#, "offer_id is required"),
+            (
+                r#"{"type":"offer.decline","offer_id":"nope"}"#,
+                "offer_id must be a UUID",
+            ),
+            (r#"{"type":"subscribe"}"#, "job_id is required"),
+            (
+                r#"{"type":"unsubscribe","job_id":"../etc"}"#,
+                "job_id must be a UUID",
+            ),
+            (r#"{"type":"map.subscribe","bbox":[26,-80,25,-81]}"#, ""),
+            (r#"{"type":"map.subscribe","bbox":[25,-80,26]}"#, ""),
+            (r#"{"type":"map.subscribe","bbox":[25,-181,26,-80]}"#, ""),
+        ] {
+            let refusal = match parse(text) {
+                Ok(raw) => raw.command().unwrap_err(),
+                Err((_, refusal)) => refusal,
+            };
+            assert_eq!(refusal.code, "bad_request", "{text}");
+            assert!(
+                refusal.message.contains(message),
+                "{text}: {}",
+                refusal.message
+            );
+        }
+        assert_eq!(
+            command(r#"{"type":"map.unsubscribe"}"#).unwrap(),
+            Command::MapUnsubscribe
+        );
     }
 
     #[test]

@@ -665,6 +665,12 @@ async fn dispatchers_find_the_nearest_live_drivers() {
         "lat=91&lng=0",
         "lat=25&lng=-80&radius_m=0",
         "lat=25&lng=-80&limit=0",
+        "lat=25&lng=-80&limit=201",
+        "lat=25&lng=181",
+        "lat=25&lng=-80&radius_m=200001",
+        "lat=25&lng=-80&radius_m=NaN",
+        "lat=25&lng=-80&radius_m=inf",
+        "lat=NaN&lng=-80",
         "lat=x&lng=1",
         "lng=1",
     ] {
@@ -731,14 +737,27 @@ async fn a_map_box_limits_what_a_dispatcher_sees() {
         .send_json(json!({ "type": "map.subscribe", "bbox": [-80.5, 26.0, -80.0, 26.4] }))
         .await;
     watching_broward.next_of_type("map.snapshot").await;
+    let mut watching_all = app.ws(&cast.admin).await;
+    watching_all
+        .send_json(json!({ "type": "map.subscribe" }))
+        .await;
+    watching_all.next_of_type("map.snapshot").await;
     let mut miami = app.ws(&cast.driver).await;
     miami.send_json(location(BRICKELL)).await;
+    // The map has the Miami driver before the Lauderdale one moves, so a box that let Miami
+    // through would show it in a frame no later than Lauderdale's.
+    watching_all
+        .next_matching(|f| delta_has_driver(f, &cast.driver_id))
+        .await;
     let mut lauderdale = app.ws(&other).await;
     lauderdale.send_json(location(FORT_LAUDERDALE)).await;
-    let delta = watching_broward
-        .next_matching(|f| delta_has_driver(f, &other_id))
-        .await;
-    assert!(!delta_has_driver(&delta, &cast.driver_id), "{delta}");
+    loop {
+        let frame = watching_broward.next_json().await;
+        assert!(!delta_has_driver(&frame, &cast.driver_id), "{frame}");
+        if delta_has_driver(&frame, &other_id) {
+            break;
+        }
+    }
     let error_socket = &mut watching_broward;
     error_socket
         .send_json(json!({ "type": "map.subscribe", "bbox": [-80.0, 26.0, -80.5, 26.4], "id": 5 }))
@@ -867,6 +886,10 @@ async fn bookings_are_checked() {
         with("lng", json!("west")),
         with("load_size", json!("truckload")),
         with("address", json!("   ")),
+        with("lng", json!(-181)),
+        with("address", json!("x".repeat(501))),
+        with("address", json!("1 Ocean Dr\u{0}")),
+        with("description", json!("boxes\u{7}")),
         with("description", json!("x".repeat(2001))),
         with("scheduled_at", json!(later)),
         with("scheduled_at", json!(earlier)),
@@ -968,9 +991,20 @@ async fn jobs_are_listed_per_role_in_pages() {
     app.get("/api/jobs?status=lost", Some(&cast.admin))
         .await
         .assert_error(400, "bad_request");
-    app.get("/api/jobs?cursor=zzz", Some(&cast.admin))
-        .await
-        .assert_error(400, "bad_request");
+    // Cursors this API did not give out: not base64, not UTF-8, a bad time, a bad id.
+    for bad in [
+        "cursor=zzz",
+        "cursor=_w",
+        "cursor=eWVzdGVyZGF5fDEyMw",
+        "cursor=MjAyNi0xMS0yNlQwMDowMDowMFp8bm90LWEtdXVpZA",
+        "limit=0",
+        "limit=101",
+        "limit=-1",
+    ] {
+        app.get(&format!("/api/jobs?{bad}"), Some(&cast.admin))
+            .await
+            .assert_error(400, "bad_request");
+    }
 }
 
 fn metric(text: &str, line_start: &str) -> f64 {
@@ -1129,9 +1163,16 @@ async fn every_labelled_point_gets_its_county() {
         checked += 1;
     }
     assert_eq!(checked, 37);
-    app.get("/api/service-area/check?lat=95&lng=0", None)
-        .await
-        .assert_error(400, "bad_request");
+    for bad in [
+        "lat=95&lng=0",
+        "lat=25&lng=-181",
+        "lat=NaN&lng=-80",
+        "lat=25&lng=west",
+    ] {
+        app.get(&format!("/api/service-area/check?{bad}"), None)
+            .await
+            .assert_error(400, "bad_request");
+    }
     app.get("/api/service-area/check?lat=25", None)
         .await
         .assert_error(400, "bad_request");
@@ -1251,7 +1292,8 @@ async fn a_change_by_a_token_whose_account_is_gone_is_still_recorded() {
         .assert_status(201)
         .clone();
     // A dispatcher token for an account that is not stored (deleted since, say).
-    let ghost = token_for(&uuid::Uuid::new_v4().to_string(), "operator", &app);
+    let ghost_id = uuid::Uuid::new_v4().to_string();
+    let ghost = token_for(&ghost_id, "operator", &app);
     let assigned = app
         .post(
             &format!("/api/jobs/{}/assign", job["id"].as_str().unwrap()),
@@ -1260,4 +1302,20 @@ async fn a_change_by_a_token_whose_account_is_gone_is_still_recorded() {
         )
         .await;
     assert_eq!(assigned.assert_status(200)["status"], "assigned");
+    let events = umuve_dispatch::storage::jobs::events(
+        &app.db,
+        job["id"].as_str().unwrap().parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let last = events.last().expect("the assignment's event");
+    assert_eq!(
+        (last.0.as_deref(), last.1.as_str()),
+        (Some("dispatching"), "assigned")
+    );
+    assert_eq!(
+        last.2.map(|actor| actor.to_string()),
+        Some(ghost_id),
+        "the actor kept although no account holds it"
+    );
 }

@@ -13,8 +13,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long a test waits for a frame before failing.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
+type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
 pub struct WsClient {
-    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    stream: Stream,
     /// The `hello` the engine sent on connect.
     pub hello: Value,
 }
@@ -57,18 +59,18 @@ impl WsClient {
         let (stream, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp))
             .await
             .expect("the engine accepts the socket");
-        let mut client = Self {
-            stream,
-            hello: Value::Null,
-        };
-        client.hello = client.next_json().await;
-        client
+        Self::greeted(stream).await
     }
 
     async fn open(request: tokio_tungstenite::tungstenite::handshake::client::Request) -> Self {
         let (stream, _) = tokio_tungstenite::connect_async(request)
             .await
             .expect("the engine accepts the socket");
+        Self::greeted(stream).await
+    }
+
+    /// Reads the engine's `hello` off a fresh socket.
+    async fn greeted(stream: Stream) -> Self {
         let mut client = Self {
             stream,
             hello: Value::Null,
