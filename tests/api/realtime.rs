@@ -164,13 +164,7 @@ async fn a_job_goes_from_booking_to_completion_live(backend: Backend) {
     dispatcher.next_of_type("job.snapshot").await;
 
     // The dispatcher assigns by hand.
-    let assigned = app
-        .post(
-            &format!("/api/jobs/{job_id}/assign"),
-            Some(&cast.admin),
-            json!({ "driver_id": cast.driver_id }),
-        )
-        .await;
+    let assigned = assign(&app, &cast.admin, &job_id, &cast.driver_id).await;
     assert_eq!(assigned.assert_status(200)["status"], "assigned");
     let offer = driver.next_of_type("job.assigned").await;
     assert_eq!(offer["job"]["id"], job_id.as_str());
@@ -201,33 +195,19 @@ async fn a_job_goes_from_booking_to_completion_live(backend: Backend) {
 
     // The driver works the job; everyone watching sees each step.
     for step in ["en_route", "arrived", "in_progress", "completed"] {
-        let reply = app
-            .post(
-                &format!("/api/jobs/{job_id}/status"),
-                Some(&cast.driver),
-                json!({ "status": step }),
-            )
-            .await;
+        let reply = move_job(&app, &cast.driver, &job_id, step).await;
         assert_eq!(reply.assert_status(200)["status"], step);
         assert_eq!(customer.next_of_type("job.status").await["status"], step);
         assert_eq!(dispatcher.next_of_type("job.status").await["status"], step);
         assert_eq!(driver.next_of_type("job.status").await["status"], step);
     }
     // A finished job does not move again.
-    app.post(
-        &format!("/api/jobs/{job_id}/status"),
-        Some(&cast.driver),
-        json!({ "status": "en_route" }),
-    )
-    .await
-    .assert_error(409, "conflict");
-    app.post(
-        &format!("/api/jobs/{job_id}/cancel"),
-        Some(&cast.customer),
-        json!({}),
-    )
-    .await
-    .assert_error(409, "conflict");
+    move_job(&app, &cast.driver, &job_id, "en_route")
+        .await
+        .assert_error(409, "conflict");
+    cancel_job(&app, &cast.customer, &job_id)
+        .await
+        .assert_error(409, "conflict");
 
     // Every change was stored as an event, in order.
     let events = umuve_dispatch::storage::jobs::events(&app.db, job_id.parse().unwrap())
@@ -268,13 +248,9 @@ async fn nobody_watches_someone_elses_job(backend: Backend) {
     app.get(&format!("/api/jobs/{job_id}"), Some(&other_driver))
         .await
         .assert_error(404, "not_found");
-    app.post(
-        &format!("/api/jobs/{job_id}/cancel"),
-        Some(&stranger),
-        json!({}),
-    )
-    .await
-    .assert_error(404, "not_found");
+    cancel_job(&app, &stranger, job_id)
+        .await
+        .assert_error(404, "not_found");
 
     for token in [&stranger, &other_driver] {
         let mut socket = app.ws(token).await;
@@ -288,13 +264,9 @@ async fn nobody_watches_someone_elses_job(backend: Backend) {
         );
     }
     // The assigned driver may watch it.
-    app.post(
-        &format!("/api/jobs/{job_id}/assign"),
-        Some(&cast.admin),
-        json!({ "driver_id": cast.driver_id }),
-    )
-    .await
-    .assert_status(200);
+    assign(&app, &cast.admin, job_id, &cast.driver_id)
+        .await
+        .assert_status(200);
     let mut driver = app.ws(&cast.driver).await;
     driver
         .send_json(json!({ "type": "subscribe", "job_id": job_id }))
@@ -314,42 +286,22 @@ async fn nobody_watches_someone_elses_job(backend: Backend) {
     assert_eq!(customer.next_of_type("error").await["code"], "forbidden");
 
     // Customers cannot move jobs; drivers cannot cancel or assign.
-    app.post(
-        &format!("/api/jobs/{job_id}/status"),
-        Some(&cast.customer),
-        json!({ "status": "en_route" }),
-    )
-    .await
-    .assert_error(403, "forbidden");
-    app.post(
-        &format!("/api/jobs/{job_id}/cancel"),
-        Some(&cast.driver),
-        json!({}),
-    )
-    .await
-    .assert_error(403, "forbidden");
-    app.post(
-        &format!("/api/jobs/{job_id}/assign"),
-        Some(&cast.driver),
-        json!({ "driver_id": cast.driver_id }),
-    )
-    .await
-    .assert_error(403, "forbidden");
+    move_job(&app, &cast.customer, job_id, "en_route")
+        .await
+        .assert_error(403, "forbidden");
+    cancel_job(&app, &cast.driver, job_id)
+        .await
+        .assert_error(403, "forbidden");
+    assign(&app, &cast.driver, job_id, &cast.driver_id)
+        .await
+        .assert_error(403, "forbidden");
     // Drivers move only their own job, one step at a time.
-    app.post(
-        &format!("/api/jobs/{job_id}/status"),
-        Some(&cast.driver),
-        json!({ "status": "arrived" }),
-    )
-    .await
-    .assert_error(409, "conflict");
-    app.post(
-        &format!("/api/jobs/{job_id}/status"),
-        Some(&other_driver),
-        json!({ "status": "en_route" }),
-    )
-    .await
-    .assert_error(404, "not_found");
+    move_job(&app, &cast.driver, job_id, "arrived")
+        .await
+        .assert_error(409, "conflict");
+    move_job(&app, &other_driver, job_id, "en_route")
+        .await
+        .assert_error(404, "not_found");
 }
 
 async fn positions_and_jobs_survive_a_restart(backend: Backend) {
@@ -359,11 +311,7 @@ async fn positions_and_jobs_survive_a_restart(backend: Backend) {
         .await
         .assert_status(201)
         .clone();
-    let mut dispatcher = app.ws(&cast.admin).await;
-    dispatcher
-        .send_json(json!({ "type": "map.subscribe" }))
-        .await;
-    dispatcher.next_of_type("map.snapshot").await;
+    let mut dispatcher = on_the_map(&app, &cast.admin).await;
     let mut driver = app.ws(&cast.driver).await;
     driver.send_json(location(FORT_LAUDERDALE)).await;
     dispatcher
@@ -577,11 +525,7 @@ async fn dispatchers_find_the_nearest_live_drivers() {
     let cast = cast(&app).await;
     let (far_token, far) = app.sms_login("954-555-0230", Some("driver")).await;
     let far_id = far["id"].as_str().unwrap().to_owned();
-    let mut dispatcher = app.ws(&cast.admin).await;
-    dispatcher
-        .send_json(json!({ "type": "map.subscribe" }))
-        .await;
-    dispatcher.next_of_type("map.snapshot").await;
+    let mut dispatcher = on_the_map(&app, &cast.admin).await;
 
     let mut near = app.ws(&cast.driver).await;
     near.send_json(json!({ "type": "availability", "available": true, "id": 1 }))
@@ -708,11 +652,7 @@ async fn dispatchers_find_the_nearest_live_drivers() {
 async fn a_driver_outside_the_area_is_flagged_on_the_map() {
     let app = spawn_app_with(Backend::Sqlite, seeding()).await;
     let cast = cast(&app).await;
-    let mut dispatcher = app.ws(&cast.admin).await;
-    dispatcher
-        .send_json(json!({ "type": "map.subscribe" }))
-        .await;
-    dispatcher.next_of_type("map.snapshot").await;
+    let mut dispatcher = on_the_map(&app, &cast.admin).await;
     let mut driver = app.ws(&cast.driver).await;
     driver.send_json(location(ORLANDO)).await;
     let delta = dispatcher
@@ -737,11 +677,7 @@ async fn a_map_box_limits_what_a_dispatcher_sees() {
         .send_json(json!({ "type": "map.subscribe", "bbox": [-80.5, 26.0, -80.0, 26.4] }))
         .await;
     watching_broward.next_of_type("map.snapshot").await;
-    let mut watching_all = app.ws(&cast.admin).await;
-    watching_all
-        .send_json(json!({ "type": "map.subscribe" }))
-        .await;
-    watching_all.next_of_type("map.snapshot").await;
+    let mut watching_all = on_the_map(&app, &cast.admin).await;
     let mut miami = app.ws(&cast.driver).await;
     miami.send_json(location(BRICKELL)).await;
     // The map has the Miami driver before the Lauderdale one moves, so a box that let Miami
@@ -780,13 +716,9 @@ async fn a_driver_with_two_phones_hears_on_both() {
         .assert_status(201)
         .clone();
     let job_id = job["id"].as_str().unwrap();
-    app.post(
-        &format!("/api/jobs/{job_id}/assign"),
-        Some(&cast.admin),
-        json!({ "driver_id": cast.driver_id }),
-    )
-    .await
-    .assert_status(200);
+    assign(&app, &cast.admin, job_id, &cast.driver_id)
+        .await
+        .assert_status(200);
     assert_eq!(
         phone.next_of_type("job.assigned").await["job"]["id"],
         job_id
@@ -797,10 +729,38 @@ async fn a_driver_with_two_phones_hears_on_both() {
     );
 }
 
-async fn assign(app: &TestApp, admin: &str, job: &Value, driver: &str) -> crate::support::Reply {
-    let path = format!("/api/jobs/{}/assign", job["id"].as_str().unwrap());
-    app.post(&path, Some(admin), json!({ "driver_id": driver }))
+async fn move_job(app: &TestApp, token: &str, job_id: &str, status: &str) -> crate::support::Reply {
+    let path = format!("/api/jobs/{job_id}/status");
+    app.post(&path, Some(token), json!({ "status": status }))
         .await
+}
+
+async fn cancel_job(app: &TestApp, token: &str, job_id: &str) -> crate::support::Reply {
+    app.post(
+        &format!("/api/jobs/{job_id}/cancel"),
+        Some(token),
+        json!({}),
+    )
+    .await
+}
+
+async fn assign(app: &TestApp, token: &str, job_id: &str, driver: &str) -> crate::support::Reply {
+    let path = format!("/api/jobs/{job_id}/assign");
+    app.post(&path, Some(token), json!({ "driver_id": driver }))
+        .await
+}
+
+/// A dispatcher's socket on the whole map, past its snapshot.
+async fn on_the_map(app: &TestApp, token: &str) -> WsClient {
+    let mut socket = app.ws(token).await;
+    socket.send_json(json!({ "type": "map.subscribe" })).await;
+    socket.next_of_type("map.snapshot").await;
+    socket
+}
+
+/// A job's id, from the job as the API returned it.
+fn id_of(job: &Value) -> &str {
+    job["id"].as_str().unwrap()
 }
 
 #[actix_web::test]
@@ -819,47 +779,42 @@ async fn manual_assignment_checks_the_driver_and_the_job() {
     assign(
         &app,
         &cast.admin,
-        &first,
+        id_of(&first),
         pending_user["id"].as_str().unwrap(),
     )
     .await
     .assert_error(409, "conflict");
-    assign(&app, &cast.admin, &first, &uuid::Uuid::new_v4().to_string())
+    assign(
+        &app,
+        &cast.admin,
+        id_of(&first),
+        &uuid::Uuid::new_v4().to_string(),
+    )
+    .await
+    .assert_error(404, "not_found");
+    assign(&app, &cast.admin, id_of(&first), &cast.customer_id)
         .await
         .assert_error(404, "not_found");
-    assign(&app, &cast.admin, &first, &cast.customer_id)
-        .await
-        .assert_error(404, "not_found");
-    assign(&app, &cast.admin, &first, &cast.driver_id)
+    assign(&app, &cast.admin, id_of(&first), &cast.driver_id)
         .await
         .assert_status(200);
     // One active job per driver, and a job is assigned once.
-    assign(&app, &cast.admin, &second, &cast.driver_id)
+    assign(&app, &cast.admin, id_of(&second), &cast.driver_id)
         .await
         .assert_error(409, "conflict");
-    assign(&app, &cast.admin, &first, &cast.driver_id)
+    assign(&app, &cast.admin, id_of(&first), &cast.driver_id)
         .await
         .assert_error(409, "conflict");
     // A dispatcher can release the driver (back to dispatching), then assign again.
     let first_id = first["id"].as_str().unwrap();
-    let released = app
-        .post(
-            &format!("/api/jobs/{first_id}/status"),
-            Some(&cast.admin),
-            json!({ "status": "dispatching" }),
-        )
-        .await;
+    let released = move_job(&app, &cast.admin, first_id, "dispatching").await;
     assert_eq!(released.assert_status(200)["driver_id"], Value::Null);
-    assign(&app, &cast.admin, &second, &cast.driver_id)
+    assign(&app, &cast.admin, id_of(&second), &cast.driver_id)
         .await
         .assert_status(200);
-    app.post(
-        &format!("/api/jobs/{first_id}/status"),
-        Some(&cast.admin),
-        json!({ "status": "assigned" }),
-    )
-    .await
-    .assert_error(400, "bad_request");
+    move_job(&app, &cast.admin, first_id, "assigned")
+        .await
+        .assert_error(400, "bad_request");
     app.post(
         "/api/jobs/not-a-uuid/assign",
         Some(&cast.admin),
@@ -973,13 +928,9 @@ async fn jobs_are_listed_per_role_in_pages() {
         ids(&app.get("/api/jobs", Some(&cast.driver)).await).len(),
         0
     );
-    app.post(
-        &format!("/api/jobs/{}/assign", theirs["id"].as_str().unwrap()),
-        Some(&cast.admin),
-        json!({ "driver_id": cast.driver_id }),
-    )
-    .await
-    .assert_status(200);
+    assign(&app, &cast.admin, id_of(&theirs), &cast.driver_id)
+        .await
+        .assert_status(200);
     assert_eq!(
         ids(&app.get("/api/jobs", Some(&cast.driver)).await),
         [theirs["id"].as_str().unwrap()]
@@ -1294,13 +1245,7 @@ async fn a_change_by_a_token_whose_account_is_gone_is_still_recorded() {
     // A dispatcher token for an account that is not stored (deleted since, say).
     let ghost_id = uuid::Uuid::new_v4().to_string();
     let ghost = token_for(&ghost_id, "operator", &app);
-    let assigned = app
-        .post(
-            &format!("/api/jobs/{}/assign", job["id"].as_str().unwrap()),
-            Some(&ghost),
-            json!({ "driver_id": cast.driver_id }),
-        )
-        .await;
+    let assigned = assign(&app, &ghost, id_of(&job), &cast.driver_id).await;
     assert_eq!(assigned.assert_status(200)["status"], "assigned");
     let events = umuve_dispatch::storage::jobs::events(
         &app.db,
