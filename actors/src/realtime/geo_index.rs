@@ -13,9 +13,9 @@ use chrono::{DateTime, Utc};
 use rstar::RTree;
 use rstar::primitives::GeomWithData;
 
-use super::metrics::{METRICS, mailbox};
+use super::metrics::{METRICS, count, mailbox};
 use super::model::{DriverFix, MapDriver, NearbyDriver};
-use super::rooms::{DriverLocated, RoomDirectory};
+use super::rooms::{DriverLocated, DriversLocated, RoomDirectory};
 use crate::clock::SharedClock;
 use crate::geo::{BBox, County, LatLng, ServiceArea};
 use crate::ids::{DriverId, JobId};
@@ -352,8 +352,13 @@ impl GeoIndex {
         self.map_offline.remove(&id);
     }
 
-    /// Applies one fix and passes it on to the driver's job room.
-    fn apply_fix(&mut self, id: DriverId, fix: DriverFix) -> bool {
+    /// Applies one fix; for a driver on a job, adds it to `located` for the job's room.
+    fn apply_fix(
+        &mut self,
+        id: DriverId,
+        fix: DriverFix,
+        located: &mut Vec<DriverLocated>,
+    ) -> bool {
         match self.index.apply_fix(id, fix) {
             FixOutcome::Rejected => false,
             FixOutcome::Accepted { job } => {
@@ -361,7 +366,7 @@ impl GeoIndex {
                 if let Some(job) = job
                     && let Some(fix) = self.index.drivers.get(&id).and_then(|d| d.fix.clone())
                 {
-                    self.rooms.do_send(DriverLocated {
+                    located.push(DriverLocated {
                         job,
                         driver: id,
                         fix,
@@ -488,13 +493,14 @@ impl Handler<LocationBatch> for GeoIndex {
 
     fn handle(&mut self, LocationBatch(fixes): LocationBatch, _: &mut Context<Self>) {
         mailbox("geo_index").dec();
+        let mut located = Vec::new();
         for (id, fix) in fixes {
-            if !self.apply_fix(id, fix) {
-                METRICS
-                    .frames_dropped
-                    .with_label_values(&["out_of_order"])
-                    .inc();
+            if !self.apply_fix(id, fix, &mut located) {
+                count(&METRICS.frames_dropped, "out_of_order");
             }
+        }
+        if !located.is_empty() {
+            self.rooms.do_send(DriversLocated(located));
         }
     }
 }

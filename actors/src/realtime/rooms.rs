@@ -223,12 +223,21 @@ pub struct DriverLocated {
     pub fix: DriverFix,
 }
 
-impl Handler<DriverLocated> for RoomDirectory {
+/// Event: the positions of one batch from drivers on jobs (one message per batch, not per
+/// position, through the directory).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct DriversLocated(pub Vec<DriverLocated>);
+
+impl Handler<DriversLocated> for RoomDirectory {
     type Result = ();
 
-    fn handle(&mut self, msg: DriverLocated, _: &mut Context<Self>) {
-        if let Some(entry) = self.rooms.get(&msg.job) {
-            entry.room.do_send(msg);
+    fn handle(&mut self, DriversLocated(located): DriversLocated, _: &mut Context<Self>) {
+        for msg in located {
+            // No room: nobody watches the job; the index keeps the position.
+            if let Some(entry) = self.rooms.get(&msg.job) {
+                entry.room.do_send(msg);
+            }
         }
     }
 }
