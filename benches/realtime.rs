@@ -13,7 +13,7 @@ use rand::{RngExt, SeedableRng};
 use umuve_actors::geo::{LatLng, ServiceArea};
 use umuve_actors::ids::{DriverId, JobId};
 use umuve_actors::realtime::frame::Frame;
-use umuve_actors::realtime::geo_index::{DriverIndex, SearchFilter};
+use umuve_actors::realtime::geo_index::{CandidateQuery, DriverIndex, SearchFilter};
 use umuve_actors::realtime::model::DriverFix;
 use umuve_actors::realtime::protocol::ServerMessage;
 use umuve_dispatch::ws::protocol;
@@ -96,6 +96,49 @@ fn nearest_ten_within_ten_km(c: &mut Criterion) {
     group.finish();
 }
 
+/// What the matcher asks for each job: the 4 nearest drivers who could take it now (approved,
+/// connected, available, not on a job, in the area) within 40 km, minus the few who declined.
+/// A fifth of the drivers are busy or off duty, so the search skips some on its way.
+fn candidate_selection(c: &mut Criterion) {
+    let mut group = c.benchmark_group("matcher/candidate_selection_4_within_40km");
+    let now = Utc::now();
+    for size in [10_000, 100_000] {
+        let mut rng = SmallRng::seed_from_u64(0x5851_F42D_4C95_7F2D);
+        let (mut index, placed) = index_with(size, &mut rng);
+        for (n, (id, _)) in placed.iter().enumerate() {
+            let busy = n % 10 == 0;
+            let off_duty = n % 10 == 1;
+            index.set_state(*id, true, true, !off_duty, busy.then(JobId::new_random));
+        }
+        let queries: Vec<CandidateQuery> = (0..1024)
+            .map(|n| CandidateQuery {
+                at: random_point(&mut rng),
+                limit: 4,
+                exclude: placed
+                    .iter()
+                    .skip(n % placed.len())
+                    .take(3)
+                    .map(|(id, _)| *id)
+                    .collect(),
+            })
+            .collect();
+        let mut i = 0usize;
+        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
+            b.iter(|| {
+                i += 1;
+                let query = &queries[i % queries.len()];
+                let filter = SearchFilter {
+                    available: None,
+                    dispatchable: true,
+                    exclude: query.exclude.clone(),
+                };
+                black_box(index.nearest(&query.at, 40_000.0, query.limit, &filter, now))
+            })
+        });
+    }
+    group.finish();
+}
+
 fn geofence(c: &mut Criterion) {
     let area = ServiceArea::south_florida();
     let mut rng = SmallRng::seed_from_u64(0xD1B5_4A32_D192_ED03);
@@ -141,6 +184,7 @@ criterion_group!(
     benches,
     move_one_driver,
     nearest_ten_within_ten_km,
+    candidate_selection,
     geofence,
     location_frames
 );

@@ -187,6 +187,11 @@ pub struct DispatchSettings {
     pub driver_stale: Duration,
     pub map_tick: Duration,
     pub lead: Duration,
+    /// `DISPATCH_TICK_MS`: how often offer expiries and scheduled jobs are checked.
+    pub tick: Duration,
+    /// `DISPATCH_RESYNC_SECS`: how often the matcher reads the database's dispatching jobs
+    /// again (jobs made ready by another engine process).
+    pub resync_every: Duration,
 }
 
 /// WebSocket back-pressure and realtime knobs.
@@ -603,6 +608,8 @@ impl Settings {
             driver_stale: Duration::from_secs(r.number("DRIVER_STALE_SECS", 60)),
             map_tick: Duration::from_millis(r.number("MAP_TICK_MS", 250)),
             lead: Duration::from_secs(60 * r.number::<u64>("DISPATCH_LEAD_MINUTES", 60)),
+            tick: Duration::from_millis(r.number::<u64>("DISPATCH_TICK_MS", 100).max(1)),
+            resync_every: Duration::from_secs(r.number::<u64>("DISPATCH_RESYNC_SECS", 10).max(1)),
         };
 
         let realtime = RealtimeSettings {

@@ -21,9 +21,11 @@ use crate::integrations::{
 };
 use crate::jobs::Pricing;
 use crate::storage::Db;
+use crate::storage::offers::DbDispatchStore;
 use crate::storage::positions::DbPositionStore;
 use umuve_actors::geo::ServiceArea;
 use umuve_actors::realtime::hub::{Hub, HubSettings};
+use umuve_actors::realtime::matcher::MatcherSettings;
 
 pub struct AppState {
     pub settings: Arc<Settings>,
@@ -93,10 +95,18 @@ impl AppState {
                 driver_stale: settings.dispatch.driver_stale,
                 map_tick: settings.dispatch.map_tick,
                 checkpoint_every: settings.realtime.checkpoint_every,
+                matcher: MatcherSettings {
+                    offer_timeout: settings.dispatch.offer_timeout,
+                    radius_m: settings.dispatch.radius_m,
+                    lead: settings.dispatch.lead,
+                    tick: settings.dispatch.tick,
+                    resync_every: settings.dispatch.resync_every,
+                },
             },
             clock.clone(),
             Arc::new(ServiceArea::south_florida()),
             Arc::new(DbPositionStore { db: db.clone() }),
+            Arc::new(DbDispatchStore { db: db.clone() }),
         );
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {

@@ -4,6 +4,14 @@
 //! times the allowed rate. Reports message rates, end-to-end latency from each position's `ts`
 //! to its receipt (customers and dispatchers separately), errors, and the engine's memory.
 //!
+//! Dispatch: with `--dispatch-jobs N` the drivers go available and a customer books N jobs one
+//! after another at `--dispatch-rate` per second while the drivers stream; each driver accepts
+//! the offers it gets. Reported: booking request sent -> `offer` frame received at the driver
+//! (p50/p99), and the engine's own job-ready -> offer-sent histogram. With `--burst-jobs N`, N
+//! jobs are booked for the same pickup time so they all become due together (the engine's
+//! `DISPATCH_LEAD_MINUTES` must equal `--lead-minutes`); reported: jobs offered per second and
+//! the time from the due moment to the last offer.
+//!
 //! It sets up its own users and jobs through the HTTP API, minting tokens with the engine's
 //! `JWT_SECRET` (so run it only against an engine you own).
 
@@ -68,6 +76,28 @@ struct Args {
     /// Runtime threads of the load generator.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Jobs booked one after another during the measurement (drivers go available and accept).
+    #[arg(long, default_value_t = 0)]
+    dispatch_jobs: usize,
+    /// Bookings per second for --dispatch-jobs.
+    #[arg(long, default_value_t = 50.0)]
+    dispatch_rate: f64,
+    /// Jobs booked for one pickup time, so they become due at the same moment.
+    #[arg(long, default_value_t = 0)]
+    burst_jobs: usize,
+    /// The engine's DISPATCH_LEAD_MINUTES.
+    #[arg(long, default_value_t = 60)]
+    lead_minutes: i64,
+    /// Seconds from the start of the measurement to the burst's due moment.
+    #[arg(long, default_value_t = 20)]
+    burst_delay: u64,
+}
+
+/// When each job was booked and when its first offer reached a driver.
+#[derive(Default)]
+struct Offers {
+    received: std::collections::HashMap<String, Instant>,
+    booked: std::collections::HashMap<String, Instant>,
 }
 
 /// Counters and latency histograms, reset at the end of the warm-up.
@@ -203,12 +233,18 @@ impl Api {
     /// The engine's own fan-out histogram (position received → written to a watcher's socket):
     /// cumulative counts per bucket bound, in seconds.
     async fn engine_fanout(&self) -> Vec<(f64, f64)> {
+        self.engine_histogram("umuve_location_fanout_seconds").await
+    }
+
+    /// A histogram of the engine's `/metrics`: cumulative counts per bucket bound, in seconds.
+    async fn engine_histogram(&self, name: &str) -> Vec<(f64, f64)> {
         let Ok(response) = self.http.get(format!("{}/metrics", self.url)).send().await else {
             return Vec::new();
         };
         let text = response.text().await.unwrap_or_default();
+        let prefix = format!("{name}_bucket{{le=\"");
         text.lines()
-            .filter_map(|line| line.strip_prefix("umuve_location_fanout_seconds_bucket{le=\""))
+            .filter_map(|line| line.strip_prefix(prefix.as_str()))
             .filter_map(|rest| {
                 let (bound, count) = rest.split_once("\"} ")?;
                 let bound = if bound == "+Inf" {
@@ -252,6 +288,7 @@ async fn connect(url: &str, token: &str) -> anyhow::Result<Socket> {
 }
 
 /// A driver: streams positions, reads (and counts) what comes back.
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     url: String,
     token: String,
@@ -260,6 +297,7 @@ async fn drive(
     burst: usize,
     stats: Arc<Stats>,
     reconnect: bool,
+    offers: Option<Arc<Mutex<Offers>>>,
 ) {
     let (mut lat, mut lng) = start_point(index);
     let mut rng = SmallRng::seed_from_u64(index as u64 + 7);
@@ -278,22 +316,59 @@ async fn drive(
         };
         let (mut sink, mut incoming) = socket.split();
         let reader_stats = stats.clone();
+        let (accept_tx, mut accept_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let reader_offers = offers.clone();
         let reader = tokio::spawn(async move {
             while let Some(Ok(message)) = incoming.next().await {
-                if let Message::Text(text) = message
-                    && text.contains("\"type\":\"error\"")
-                {
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                if text.contains("\"type\":\"error\"") {
                     reader_stats.error_frames.fetch_add(1, Ordering::Relaxed);
+                } else if let Some(offers) = &reader_offers
+                    && text.starts_with("{\"type\":\"offer\",")
+                {
+                    let received = Instant::now();
+                    let Ok(offer) = serde_json::from_str::<Value>(&text) else {
+                        continue;
+                    };
+                    if let (Some(offer_id), Some(job)) =
+                        (offer["offer_id"].as_str(), offer["job"]["id"].as_str())
+                    {
+                        offers
+                            .lock()
+                            .await
+                            .received
+                            .entry(job.to_owned())
+                            .or_insert(received);
+                        let _ = accept_tx.send(offer_id.to_owned());
+                    }
                 }
             }
         });
+        if offers.is_some() {
+            let available = json!({ "type": "availability", "available": true }).to_string();
+            if sink.send(Message::text(available)).await.is_err() {
+                reader.abort();
+                continue;
+            }
+        }
         // Stagger drivers across the period so sends are spread evenly.
         let period = Duration::from_secs_f64(burst as f64 / rate);
         tokio::time::sleep(period.mul_f64(rng.random::<f64>())).await;
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         'stream: loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                Some(offer_id) = accept_rx.recv() => {
+                    let accept = json!({ "type": "offer.accept", "offer_id": offer_id }).to_string();
+                    if sink.send(Message::text(accept)).await.is_err() {
+                        break 'stream;
+                    }
+                    continue;
+                }
+            }
             for _ in 0..burst {
                 lat += (rng.random::<f64>() - 0.5) * 0.0004;
                 lng += (rng.random::<f64>() - 0.5) * 0.0004;
@@ -456,6 +531,142 @@ fn percentiles(histogram: &Histogram<u64>) -> String {
     )
 }
 
+/// Percentiles of a histogram of microseconds, in milliseconds.
+fn micros_percentiles(histogram: &Histogram<u64>) -> String {
+    if histogram.is_empty() {
+        return "no samples".into();
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)",
+        ms(histogram.value_at_quantile(0.50)),
+        ms(histogram.value_at_quantile(0.99)),
+        ms(histogram.max()),
+        histogram.len()
+    )
+}
+
+/// Books the dispatch jobs at a steady rate, then the burst; waits for their offers; reports.
+#[allow(clippy::too_many_arguments)]
+async fn book_jobs(
+    api: Arc<Api>,
+    customer: String,
+    offers: Arc<Mutex<Offers>>,
+    steady: usize,
+    rate: f64,
+    burst: usize,
+    lead_minutes: i64,
+    burst_delay: u64,
+) -> anyhow::Result<String> {
+    let mut report = String::new();
+    let started = Instant::now();
+    if steady > 0 {
+        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        let mut ids = Vec::new();
+        for i in 0..steady {
+            ticker.tick().await;
+            let (lat, lng) = start_point(1_000_000 + i);
+            let sent = Instant::now();
+            let job = api
+                .post("/api/jobs", &customer, json!({ "address": "load test", "lat": lat, "lng": lng, "description": "", "load_size": "half" }))
+                .await?;
+            let id = job["id"].as_str().context("job id")?.to_owned();
+            offers.lock().await.booked.insert(id.clone(), sent);
+            ids.push(id);
+        }
+        let latency = await_offers(&offers, &ids, Duration::from_secs(30)).await;
+        report.push_str(&format!(
+            "dispatch latency (booking sent -> offer at the driver), {} jobs at {rate}/s: {}; {} without an offer\n",
+            ids.len(),
+            micros_percentiles(&latency.0),
+            latency.1
+        ));
+    }
+    if burst > 0 {
+        // Due `burst_delay` seconds after the run started (booked before that).
+        let due_in = Duration::from_secs(burst_delay).saturating_sub(started.elapsed());
+        let due_at = chrono::Utc::now() + chrono::Duration::from_std(due_in)?;
+        let due = Instant::now() + due_in;
+        let pickup = due_at + chrono::Duration::minutes(lead_minutes);
+        let booked: Vec<anyhow::Result<String>> = stream::iter(0..burst)
+            .map(|i| {
+                let (api, customer) = (api.clone(), customer.clone());
+                async move {
+                    let (lat, lng) = start_point(2_000_000 + i);
+                    let job = api
+                        .post("/api/jobs", &customer, json!({ "address": "load test", "lat": lat, "lng": lng, "description": "", "load_size": "half", "scheduled_at": pickup.to_rfc3339() }))
+                        .await?;
+                    Ok(job["id"].as_str().context("job id")?.to_owned())
+                }
+            })
+            .buffered(32)
+            .collect()
+            .await;
+        let ids: Vec<String> = booked.into_iter().collect::<anyhow::Result<_>>()?;
+        if Instant::now() > due {
+            bail!("booking the burst took longer than --burst-delay; raise it");
+        }
+        {
+            let mut offers = offers.lock().await;
+            for id in &ids {
+                offers.booked.insert(id.clone(), due);
+            }
+        }
+        tokio::time::sleep_until(due.into()).await;
+        let (latency, missing) = await_offers(&offers, &ids, Duration::from_secs(60)).await;
+        let offers = offers.lock().await;
+        let mut times: Vec<Instant> = ids
+            .iter()
+            .filter_map(|id| offers.received.get(id).copied())
+            .collect();
+        times.sort();
+        if let (Some(first), Some(last)) = (times.first(), times.last()) {
+            let span = last.duration_since(*first).as_secs_f64();
+            report.push_str(&format!(
+                "burst: {} jobs due at once; first offer {:.1} ms after the due moment, last {:.1} ms; {:.0} jobs offered/s (first to last); per job: {}; {missing} without an offer\n",
+                ids.len(),
+                first.saturating_duration_since(due).as_secs_f64() * 1e3,
+                last.saturating_duration_since(due).as_secs_f64() * 1e3,
+                times.len() as f64 / span.max(1e-6),
+                micros_percentiles(&latency),
+            ));
+        }
+    }
+    Ok(report.trim_end().to_owned())
+}
+
+/// Waits until every job has an offer (or `limit` passes); the latencies in µs and the number
+/// of jobs without an offer.
+async fn await_offers(
+    offers: &Mutex<Offers>,
+    ids: &[String],
+    limit: Duration,
+) -> (Histogram<u64>, usize) {
+    let deadline = Instant::now() + limit;
+    loop {
+        {
+            let offers = offers.lock().await;
+            let missing = ids
+                .iter()
+                .filter(|id| !offers.received.contains_key(*id))
+                .count();
+            if missing == 0 || Instant::now() > deadline {
+                let mut histogram = Histogram::<u64>::new(3).expect("a histogram");
+                for id in ids {
+                    if let (Some(sent), Some(got)) =
+                        (offers.booked.get(id), offers.received.get(id))
+                    {
+                        let us = got.saturating_duration_since(*sent).as_micros() as u64;
+                        histogram.record(us.max(1)).ok();
+                    }
+                }
+                return (histogram, missing);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tokio::runtime::Builder::new_multi_thread()
@@ -516,6 +727,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let jobs: Vec<String> = jobs.into_iter().collect::<anyhow::Result<_>>()?;
     let rss_before = api.engine_rss().await;
 
+    let dispatching = args.dispatch_jobs > 0 || args.burst_jobs > 0;
+    let offers: Arc<Mutex<Offers>> = Arc::default();
+    let booker = if dispatching {
+        let id = api.create_users("customer", 1, &run, 1).await?.remove(0);
+        Some(mint(&args.jwt_secret, &id, "customer"))
+    } else {
+        None
+    };
     let stats = Arc::new(Stats::new());
     let connections = args.drivers + args.abusive_drivers + customers + args.dispatchers;
     eprintln!("connecting {connections} sockets");
@@ -559,6 +778,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.burst,
             stats.clone(),
             abusive,
+            (!abusive && dispatching).then(|| offers.clone()),
         )));
         if i % args.setup_concurrency == 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -569,6 +789,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     stats.reset().await;
     let fanout_before = api.engine_fanout().await;
+    let dispatch_before = api.engine_histogram("umuve_dispatch_offer_seconds").await;
+    let dispatch_run = booker.map(|customer| {
+        tokio::spawn(book_jobs(
+            api.clone(),
+            customer,
+            offers.clone(),
+            args.dispatch_jobs,
+            args.dispatch_rate,
+            args.burst_jobs,
+            args.lead_minutes,
+            args.burst_delay,
+        ))
+    });
     let progress = ProgressBar::new(args.duration);
     progress.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} s  {msg}").unwrap(),
@@ -598,6 +831,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     progress.finish();
     let elapsed = started.elapsed().as_secs_f64();
+    let dispatch_report = match dispatch_run {
+        Some(run) => Some(run.await??),
+        None => None,
+    };
+    let dispatch_after = api.engine_histogram("umuve_dispatch_offer_seconds").await;
     let rss_after = api.engine_rss().await;
     let fanout_after = api.engine_fanout().await;
 
@@ -666,6 +904,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         stats.closed.load(Ordering::Relaxed),
         stats.connect_failures.load(Ordering::Relaxed)
     );
+    if let Some(report) = dispatch_report {
+        println!("{report}");
+        println!(
+            "engine dispatch (job ready -> offer sent): {}",
+            engine_percentiles(&dispatch_before, &dispatch_after)
+        );
+    }
     if let (Some(before), Some(after)) = (rss_before, rss_after) {
         println!(
             "engine RSS: {:.1} MiB before connecting, {:.1} MiB at the end; {:.1} KiB per connection",

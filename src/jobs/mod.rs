@@ -7,13 +7,14 @@ mod pricing;
 pub use pricing::{Pricing, Quote};
 
 use chrono::{DateTime, Utc};
-use umuve_actors::ids::{DriverId, JobId, UserId};
+use umuve_actors::ids::{DriverId, JobId, OfferId, UserId};
 use umuve_actors::realtime::dispatch_map::MapJobChanged;
 use umuve_actors::realtime::frame::Frame;
 use umuve_actors::realtime::geo_index::SetDriverJob;
 use umuve_actors::realtime::hub::Hub;
+use umuve_actors::realtime::matcher::{DispatchJob, JobReady, JobSettled, OfferDeclined};
 use umuve_actors::realtime::model::{Job, JobStatus, Mover};
-use umuve_actors::realtime::protocol::ServerMessage;
+use umuve_actors::realtime::protocol::{OfferClosedReason, ServerMessage};
 use umuve_actors::realtime::registry::PushToUser;
 use umuve_actors::realtime::rooms::JobChanged;
 
@@ -22,6 +23,7 @@ use crate::domain::Role;
 use crate::http::ApiError;
 use crate::state::AppState;
 use crate::storage::jobs::{self, AssignRefused, JobEvent, NewJob, Written};
+use crate::storage::offers::{self, ClosedOffer};
 
 /// A requested change of a job's status.
 #[derive(Debug, Clone, Copy)]
@@ -59,7 +61,7 @@ fn illegal(from: JobStatus, to: JobStatus) -> ApiError {
 pub async fn create(state: &AppState, new: NewJob, actor: UserId) -> Result<Job, ApiError> {
     let now = state.clock.now();
     let job = jobs::insert(&state.db, new, actor, now).await?;
-    publish(&state.hub, None, &job, now);
+    publish(state, None, &job, None, now).await;
     Ok(job)
 }
 
@@ -77,12 +79,13 @@ pub async fn change(
     let now = state.clock.now();
     let user = UserId::from_uuid(caller.user_id);
     let not_found = || ApiError::NotFound("no such job".into());
-    let before = jobs::by_id(&state.db, id)
+    let visible = |job: &Job| job.visible_to(user, caller.role.is_dispatcher());
+    let mut before = jobs::by_id(&state.db, id)
         .await?
-        .filter(|job| job.visible_to(user, caller.role.is_dispatcher()))
+        .filter(visible)
         .ok_or_else(not_found)?;
     let actor = Some(user);
-    let after = match change {
+    let (after, closed_offer) = match change {
         Change::Cancel | Change::Move(_) => {
             let mover = mover_for(caller, change)?;
             let to = match change {
@@ -94,25 +97,34 @@ pub async fn change(
                     "to assign a driver, use /api/jobs/{id}/assign".into(),
                 ));
             }
-            if !before.status.may_move(to, mover) {
-                return Err(illegal(before.status, to));
-            }
-            let event = JobEvent {
-                from: Some(before.status),
-                to,
-                actor,
-                reason: None,
-            };
-            match jobs::move_status(&state.db, id, before.status, before.driver_id, event, now)
-                .await?
-            {
-                Written::Done(job) => job,
-                Written::Conflict(current) => return Err(illegal(current.status, to)),
-                Written::NotFound => return Err(not_found()),
+            let mut attempts = 0;
+            loop {
+                if !before.status.may_move(to, mover) {
+                    return Err(illegal(before.status, to));
+                }
+                let event = JobEvent {
+                    from: Some(before.status),
+                    to,
+                    actor,
+                    reason: None,
+                };
+                match jobs::move_status(&state.db, id, before.status, before.driver_id, event, now)
+                    .await?
+                {
+                    Written::Done(job, closed) => break (job, closed),
+                    // Changed meanwhile (a driver accepted the offer as the customer cancelled):
+                    // the move is judged again against the job as it is now.
+                    Written::Conflict(current) if attempts < 3 && current != before => {
+                        attempts += 1;
+                        before = Some(current).filter(visible).ok_or_else(not_found)?;
+                    }
+                    Written::Conflict(current) => return Err(illegal(current.status, to)),
+                    Written::NotFound => return Err(not_found()),
+                }
             }
         }
         Change::Assign { driver } => match jobs::assign(&state.db, id, driver, actor, now).await? {
-            Ok(job) => job,
+            Ok(done) => done,
             Err(AssignRefused::NoSuchDriver) => {
                 return Err(ApiError::NotFound("no such driver".into()));
             }
@@ -133,12 +145,111 @@ pub async fn change(
             Err(AssignRefused::NoSuchJob) => return Err(not_found()),
         },
     };
-    publish(&state.hub, Some(&before), &after, now);
+    publish(state, Some(&before), &after, closed_offer, now).await;
     Ok(after)
 }
 
-/// Tells everyone who follows the job, after the change is stored.
-fn publish(hub: &Hub, before: Option<&Job>, job: &Job, at: DateTime<Utc>) {
+/// Why an offer answer was refused, as an API error.
+fn refused(refused: offers::Refused) -> ApiError {
+    match refused {
+        offers::Refused::NotFound => ApiError::NotFound("no such offer".into()),
+        offers::Refused::Closed(message) => ApiError::Conflict(message),
+        offers::Refused::DriverBusy => {
+            ApiError::Conflict("you are on another active job; finish it first".into())
+        }
+    }
+}
+
+/// A driver accepts an offer: the job is theirs if the offer is still open and unexpired and
+/// the job still `dispatching` (one transaction decides; the loser gets 409).
+pub async fn accept_offer(
+    state: &AppState,
+    offer: OfferId,
+    driver: DriverId,
+) -> Result<Job, ApiError> {
+    let now = state.clock.now();
+    let (before, after) = offers::accept(&state.db, offer, driver, now)
+        .await?
+        .map_err(refused)?;
+    publish(state, Some(&before), &after, None, now).await;
+    Ok(after)
+}
+
+/// A driver declines an offer: the matcher moves on to the next driver.
+pub async fn decline_offer(
+    state: &AppState,
+    offer: OfferId,
+    driver: DriverId,
+) -> Result<(), ApiError> {
+    let now = state.clock.now();
+    let job = offers::decline(&state.db, offer, driver, now)
+        .await?
+        .map_err(refused)?;
+    state
+        .hub
+        .matcher
+        .do_send(OfferDeclined { offer, job, driver });
+    tell_offer_closed(
+        &state.hub,
+        ClosedOffer {
+            offer,
+            driver,
+            reason: OfferClosedReason::Declined,
+        },
+    );
+    Ok(())
+}
+
+fn tell_offer_closed(hub: &Hub, closed: ClosedOffer) {
+    hub.sessions.do_send(PushToUser {
+        user: closed.driver.into(),
+        name: "offer.closed",
+        frame: Frame::json(&ServerMessage::OfferClosed {
+            offer_id: closed.offer,
+            reason: closed.reason,
+        }),
+    });
+}
+
+/// Tells everyone who follows the job, after the change is stored: rooms, the map, the drivers
+/// involved, the matcher.
+async fn publish(
+    state: &AppState,
+    before: Option<&Job>,
+    job: &Job,
+    closed_offer: Option<ClosedOffer>,
+    at: DateTime<Utc>,
+) {
+    let hub = &state.hub;
+    let was_dispatching = before.map(|b| b.status) == Some(JobStatus::Dispatching);
+    let dispatching = job.status == JobStatus::Dispatching;
+    if dispatching && !was_dispatching {
+        let ready = match before {
+            // New: nothing to exclude yet.
+            None => Some(DispatchJob {
+                job: job.clone(),
+                excluded: Vec::new(),
+                open_offer: None,
+            }),
+            // Back from a driver: who had it or declined it is read back.
+            Some(_) => match offers::dispatching(&state.db, Some(&[job.id])).await {
+                Ok(mut found) => found.pop(),
+                Err(error) => {
+                    // The matcher's periodic reread picks it up.
+                    tracing::warn!(%error, job = %job.id, "could not read a released job's offers");
+                    None
+                }
+            },
+        };
+        if let Some(ready) = ready {
+            hub.matcher.do_send(JobReady(ready));
+        }
+    } else if was_dispatching && !dispatching {
+        hub.matcher.do_send(JobSettled(job.id));
+    }
+    if let Some(closed) = closed_offer {
+        tell_offer_closed(hub, closed);
+    }
     hub.rooms.do_send(JobChanged {
         job: job.clone(),
         at,

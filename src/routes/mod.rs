@@ -13,6 +13,7 @@ pub mod devices;
 pub mod drivers;
 pub mod jobs;
 pub mod me;
+pub mod offers;
 pub mod ops;
 pub mod service_area;
 
@@ -31,6 +32,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(jobs::cancel_job)
         .service(jobs::move_job)
         .service(jobs::assign_job)
+        .service(offers::accept_offer)
+        .service(offers::decline_offer)
         .service(drivers::set_availability)
         .service(drivers::nearby)
         .service(drivers::live)

@@ -6,8 +6,10 @@ use std::sync::LazyLock;
 use chrono::{DateTime, Utc};
 use umuve_actors::ids::{DriverId, JobId, UserId};
 use umuve_actors::realtime::model::{Job, JobStatus, LoadSize};
+use umuve_actors::realtime::protocol::OfferClosedReason;
 use uuid::Uuid;
 
+use super::offers::{self, ClosedOffer};
 use super::{Db, on_pool};
 use crate::jobs::Quote;
 
@@ -19,8 +21,10 @@ macro_rules! columns {
     };
 }
 
+pub(super) use columns;
+
 #[derive(Debug, sqlx::FromRow)]
-struct JobRow {
+pub(super) struct JobRow {
     job_id: Uuid,
     customer_id: Uuid,
     driver_id: Option<Uuid>,
@@ -101,14 +105,14 @@ pub struct JobEvent<'a> {
     pub reason: Option<&'a str>,
 }
 
-const INSERT_EVENT: &str = "INSERT INTO job_events (job_id, from_status, to_status, actor_id, reason, created_at) \
+pub(super) const INSERT_EVENT: &str = "INSERT INTO job_events (job_id, from_status, to_status, actor_id, reason, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6)";
 
 /// What a conditional status write found.
 #[derive(Debug)]
 pub enum Written {
-    /// Changed; the job as it is now.
-    Done(Job),
+    /// Changed; the job as it is now, and the offer of it that closed with the change.
+    Done(Job, Option<ClosedOffer>),
     /// The job exists but was not in the expected state (a race, or an illegal move).
     Conflict(Job),
     NotFound,
@@ -195,6 +199,7 @@ pub async fn move_status(
             .bind(driver.map(|d| d.as_uuid()))
             .fetch_optional(&mut *tx)
             .await?;
+        let mut closed = None;
         if row.is_some() {
             sqlx::query(INSERT_EVENT)
                 .bind(id.as_uuid())
@@ -205,11 +210,26 @@ pub async fn move_status(
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            if from == JobStatus::Dispatching {
+                let reason = if event.to == JobStatus::Cancelled {
+                    OfferClosedReason::Cancelled
+                } else {
+                    OfferClosedReason::Taken
+                };
+                let offer: Option<(Uuid, Uuid)> = sqlx::query_as(offers::CLOSE_OPEN)
+                    .bind(id.as_uuid())
+                    .bind(reason.as_str())
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                closed = offer.map(|row| ClosedOffer::from_row(row, reason));
+            }
         }
-        row
+        (row, closed)
     });
+    let (row, closed) = row;
     match into_job(row)? {
-        Some(job) => Ok(Written::Done(job)),
+        Some(job) => Ok(Written::Done(job, closed)),
         None => Ok(by_id(db, id)
             .await?
             .map_or(Written::NotFound, Written::Conflict)),
@@ -228,21 +248,25 @@ pub enum AssignRefused {
     NoSuchJob,
 }
 
-/// Gives a `dispatching` job to a driver and records the event, in one transaction.
+/// The job row after an assignment, and the offer that closed with it.
+type Assigned = (JobRow, Option<ClosedOffer>);
+
+/// Gives a `dispatching` job to a driver and records the event, in one transaction; an open
+/// offer of the job closes as `taken`.
 pub async fn assign(
     db: &Db,
     id: JobId,
     driver: DriverId,
     actor: Option<UserId>,
     now: DateTime<Utc>,
-) -> Result<Result<Job, AssignRefused>, sqlx::Error> {
+) -> Result<Result<(Job, Option<ClosedOffer>), AssignRefused>, sqlx::Error> {
     const DRIVER: &str = "SELECT approved FROM users WHERE user_id = $1 AND role = 'driver'";
     const SQL: &str = concat!(
         "UPDATE jobs SET status = 'assigned', driver_id = $2, updated_at = $3 ",
         "WHERE job_id = $1 AND status = 'dispatching' RETURNING ",
         columns!()
     );
-    let outcome: Result<Result<Option<JobRow>, AssignRefused>, sqlx::Error> = async {
+    let outcome: Result<Result<Option<Assigned>, AssignRefused>, sqlx::Error> = async {
         Ok(super::in_write_transaction!(db, tx => {
             let approved: Option<bool> = sqlx::query_scalar(DRIVER)
                 .bind(driver.as_uuid())
@@ -259,6 +283,7 @@ pub async fn assign(
                 .bind(now)
                 .fetch_optional(&mut *tx)
                 .await?;
+            let mut closed = None;
             if row.is_some() {
                 sqlx::query(INSERT_EVENT)
                     .bind(id.as_uuid())
@@ -269,8 +294,15 @@ pub async fn assign(
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
+                let offer: Option<(Uuid, Uuid)> = sqlx::query_as(offers::CLOSE_OPEN)
+                    .bind(id.as_uuid())
+                    .bind(OfferClosedReason::Taken.as_str())
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                closed = offer.map(|row| ClosedOffer::from_row(row, OfferClosedReason::Taken));
             }
-            Ok(row)
+            Ok(row.map(|row| (row, closed)))
         }))
     }
     .await;
@@ -278,7 +310,7 @@ pub async fn assign(
         Err(error) if super::is_unique_violation(&error) => Ok(Err(AssignRefused::DriverBusy)),
         Err(error) => Err(error),
         Ok(Err(refused)) => Ok(Err(refused)),
-        Ok(Ok(Some(row))) => Ok(Ok(Job::try_from(row)?)),
+        Ok(Ok(Some((row, closed)))) => Ok(Ok((Job::try_from(row)?, closed))),
         Ok(Ok(None)) => Ok(Err(match by_id(db, id).await? {
             Some(job) => AssignRefused::JobNotDispatching(job.status),
             None => AssignRefused::NoSuchJob,
@@ -355,6 +387,24 @@ pub async fn active(db: &Db) -> Result<Vec<Job>, sqlx::Error> {
     let rows =
         on_pool!(db, pool => sqlx::query_as::<_, JobRow>(SQL.as_str()).fetch_all(pool).await)?;
     rows.into_iter().map(Job::try_from).collect()
+}
+
+/// The job a driver is on now, if any.
+pub async fn active_for_driver(db: &Db, driver: DriverId) -> Result<Option<Job>, sqlx::Error> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {} FROM jobs WHERE driver_id = $1 AND status IN {}",
+            columns!(),
+            statuses_where(JobStatus::has_active_driver)
+        )
+    });
+    let row = on_pool!(db, pool => {
+        sqlx::query_as::<_, JobRow>(SQL.as_str())
+            .bind(driver.as_uuid())
+            .fetch_optional(pool)
+            .await
+    })?;
+    into_job(row)
 }
 
 /// A job's history, oldest first: (from, to, actor, at).

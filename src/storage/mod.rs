@@ -18,6 +18,7 @@ use crate::config::DatabaseUrl;
 pub mod auth_codes;
 pub mod devices;
 pub mod jobs;
+pub mod offers;
 pub mod positions;
 pub mod users;
 

@@ -16,7 +16,7 @@ use actix_http::ws::{CloseCode, CloseReason, Item, Message, ProtocolError};
 use actix_web::web;
 use actix_web_actors::ws::WebsocketContext;
 use serde_json::value::RawValue;
-use umuve_actors::ids::{DriverId, JobId, UserId};
+use umuve_actors::ids::{DriverId, JobId, OfferId, UserId};
 use umuve_actors::realtime::dispatch_map::{MapSubscribe, MapUnsubscribe, ResyncMap};
 use umuve_actors::realtime::frame::{Deliver, Frame, FrameKind, SessionId, next_session_id};
 use umuve_actors::realtime::geo_index::{DriverConnected, DriverDisconnected, SetAvailability};
@@ -29,6 +29,8 @@ use umuve_actors::realtime::rooms::{JoinRoom, LeaveRoom, Watcher};
 use super::outbound::{OutboundGauge, frame_size};
 use super::protocol::{self, Command, Position, Refusal};
 use crate::domain::Role;
+use crate::http::ApiError;
+use crate::jobs;
 use crate::state::AppState;
 use crate::storage;
 
@@ -422,11 +424,11 @@ impl<R: SessionRole> WsSession<R> {
                 Some(driver) => self.on_availability(ctx, driver, available, id),
                 None => self.forbidden(ctx, id.as_deref(), "only drivers have an availability"),
             },
-            Command::OfferAccept(_) | Command::OfferDecline(_) => {
-                if self.role.driver().is_some() {
-                    self.error(ctx, id.as_deref(), "not_found", "no such offer");
-                } else {
-                    self.forbidden(ctx, id.as_deref(), "only drivers receive offers");
+            Command::OfferAccept(offer) | Command::OfferDecline(offer) => {
+                let accept = matches!(command, Command::OfferAccept(_));
+                match self.role.driver() {
+                    Some(driver) => self.on_offer_answer(ctx, driver, offer, accept, id),
+                    None => self.forbidden(ctx, id.as_deref(), "only drivers receive offers"),
                 }
             }
             Command::Subscribe(job) => self.on_subscribe(ctx, job, id),
@@ -508,6 +510,74 @@ impl<R: SessionRole> WsSession<R> {
                         "only approved drivers can become available",
                     ),
                     Err(_) => this.try_again(ctx, id.as_deref()),
+                }),
+        );
+    }
+
+    /// Accepts or declines an offer as `POST /api/offers/{id}/accept|decline` would; `ack` when
+    /// done (the job itself follows as `job.assigned`, the decline as `offer.closed`).
+    fn on_offer_answer(
+        &mut self,
+        ctx: &mut Ctx<R>,
+        driver: DriverId,
+        offer: OfferId,
+        accept: bool,
+        id: Option<Box<RawValue>>,
+    ) {
+        let state = self.state.clone();
+        let answer = async move {
+            if accept {
+                jobs::accept_offer(&state, offer, driver).await.map(|_| ())
+            } else {
+                jobs::decline_offer(&state, offer, driver).await
+            }
+        };
+        ctx.spawn(
+            answer
+                .into_actor(self)
+                .map(move |outcome, this, ctx| match outcome {
+                    Ok(()) => this.ack(ctx, id.as_deref()),
+                    Err(error) => {
+                        if let ApiError::Unexpected(cause) = &error {
+                            tracing::error!(error = ?cause, "offer answer failed");
+                        }
+                        this.error(ctx, id.as_deref(), error.code(), &error.to_string());
+                    }
+                }),
+        );
+    }
+
+    /// A driver who (re)connects gets their open offer and active job again, as stored: a
+    /// socket that dropped, or an engine that restarted, loses nothing the driver must see.
+    fn replay_driver_state(&mut self, ctx: &mut Ctx<R>, driver: DriverId) {
+        let state = self.state.clone();
+        let lookup = async move {
+            let now = state.clock.now();
+            let offer = storage::offers::open_for_driver(&state.db, driver, now).await?;
+            let job = storage::jobs::active_for_driver(&state.db, driver).await?;
+            Ok::<_, sqlx::Error>((offer, job))
+        };
+        ctx.spawn(
+            lookup
+                .into_actor(self)
+                .map(move |found, this, ctx| match found {
+                    Ok((offer, job)) => {
+                        if let Some(job) = job {
+                            this.send(ctx, "job.assigned", &ServerMessage::JobAssigned { job: &job });
+                        }
+                        if let Some((offer, job)) = offer {
+                            let message = ServerMessage::Offer {
+                                offer_id: offer.id,
+                                job: &job,
+                                distance_m: offer.distance_m,
+                                expires_at: offer.expires_at,
+                            };
+                            this.send(ctx, "offer", &message);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "could not read a reconnecting driver's offer and job");
+                    }
                 }),
         );
     }
@@ -618,6 +688,9 @@ impl<R: SessionRole> Actor for WsSession<R> {
             server_time: self.state.clock.now(),
         };
         self.send(ctx, "hello", &hello);
+        if let Some(driver) = self.role.driver() {
+            self.replay_driver_state(ctx, driver);
+        }
         // The only timer a socket keeps (tens of thousands of sockets); pumping runs on demand.
         ctx.run_interval(PING_EVERY, |this, ctx| this.heartbeat(ctx));
     }

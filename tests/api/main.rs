@@ -7,6 +7,7 @@ mod admin_users;
 mod auth_apple;
 mod auth_password;
 mod auth_sms;
+mod dispatch;
 mod http_errors;
 mod openapi;
 mod realtime;

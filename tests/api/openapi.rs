@@ -33,6 +33,8 @@ const EXPECTED: &[(&str, &str)] = &[
     ("POST", "/api/jobs/{id}/cancel"),
     ("POST", "/api/jobs/{id}/status"),
     ("POST", "/api/jobs/{id}/assign"),
+    ("POST", "/api/offers/{id}/accept"),
+    ("POST", "/api/offers/{id}/decline"),
     ("PUT", "/api/drivers/me/availability"),
     ("GET", "/api/drivers/nearby"),
     ("GET", "/api/drivers/live"),

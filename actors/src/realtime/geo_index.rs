@@ -126,8 +126,9 @@ pub struct MapChanges {
 pub enum FixOutcome {
     /// Older than what the index has; ignored.
     Rejected,
-    /// Applied; `job` is the driver's active job, whose room wants the position.
-    Accepted { job: Option<JobId> },
+    /// Applied; `job` is the driver's active job, whose room wants the position; `moved_far`:
+    /// the driver moved far enough for its county to be looked up again.
+    Accepted { job: Option<JobId>, moved_far: bool },
 }
 
 /// The live drivers: an R-tree of positions plus what is known of each driver. A plain data
@@ -148,6 +149,23 @@ impl DriverIndex {
             stale_after: chrono::Duration::from_std(stale_after)
                 .unwrap_or(chrono::Duration::seconds(60)),
         }
+    }
+
+    /// Sets what the actor's events otherwise set (connection, approval, availability, job);
+    /// for benchmarks and tests of the index on its own.
+    pub fn set_state(
+        &mut self,
+        id: DriverId,
+        connected: bool,
+        approved: bool,
+        available: bool,
+        job: Option<JobId>,
+    ) {
+        let driver = self.drivers.entry(id).or_default();
+        driver.sessions = u32::from(connected);
+        driver.approved = approved;
+        driver.available = available;
+        driver.job = job;
     }
 
     /// Drivers known, live or not.
@@ -200,16 +218,39 @@ impl DriverIndex {
             self.tree.remove(&GeomWithData::new(old, id));
         }
         self.tree.insert(GeomWithData::new(point, id));
-        if driver
+        let moved_far = driver
             .area_checked_at
-            .is_none_or(|checked| checked.distance_m(&fix.at) > AREA_RECHECK_M)
-        {
+            .is_none_or(|checked| checked.distance_m(&fix.at) > AREA_RECHECK_M);
+        if moved_far {
             driver.county = self.area.county_at(&fix.at);
             driver.area_checked_at = Some(fix.at);
         }
         driver.checkpoint_due = true;
         driver.fix = Some(fix);
-        FixOutcome::Accepted { job: driver.job }
+        FixOutcome::Accepted {
+            job: driver.job,
+            moved_far,
+        }
+    }
+
+    /// Whether a driver could be offered a job now: in searches with a fresh fix, approved,
+    /// connected, available, not on a job, inside the service area.
+    fn is_dispatchable(&self, driver: &Driver, now: DateTime<Utc>) -> bool {
+        driver.point.is_some()
+            && self.is_fresh(driver, now)
+            && driver.approved
+            && driver.sessions > 0
+            && driver.available
+            && driver.job.is_none()
+            && driver.county.is_some()
+    }
+
+    /// Where a dispatchable driver is; `None` for anyone else.
+    fn dispatchable_at(&self, id: DriverId, now: DateTime<Utc>) -> Option<LatLng> {
+        let driver = self.drivers.get(&id)?;
+        self.is_dispatchable(driver, now)
+            .then(|| driver.fix.as_ref().map(|fix| fix.at))
+            .flatten()
     }
 
     /// Drivers still in searches whose last fix has gone stale.
@@ -254,12 +295,7 @@ impl DriverIndex {
                     .available
                     .is_none_or(|wanted| driver.available == wanted)
                 && !filter.exclude.contains(&id)
-                && (!filter.dispatchable
-                    || (driver.approved
-                        && driver.sessions > 0
-                        && driver.available
-                        && driver.job.is_none()
-                        && driver.county.is_some()));
+                && (!filter.dispatchable || self.is_dispatchable(driver, now));
             if !passes {
                 continue;
             }
@@ -308,6 +344,12 @@ pub struct GeoIndex {
     /// Position writes take turns in the order they were started, so an older write never
     /// lands after a newer one (the periodic checkpoint and the flush at shutdown may overlap).
     write_turns: Arc<tokio::sync::Mutex<()>>,
+    /// The matcher, told when drivers become free to take a job.
+    matcher: Option<Recipient<DriversFree>>,
+    /// The matcher has jobs nobody could take: it also hears of free drivers that moved.
+    matcher_waiting: bool,
+    /// Drivers that became free (or, while the matcher waits, moved) in the current handler.
+    freed: Vec<(DriverId, LatLng)>,
 }
 
 impl GeoIndex {
@@ -329,6 +371,31 @@ impl GeoIndex {
             checkpoint_running: false,
             checkpoint_every: CHECKPOINT_EVERY,
             write_turns: Arc::default(),
+            matcher: None,
+            matcher_waiting: false,
+            freed: Vec::new(),
+        }
+    }
+
+    /// Runs `change` on the index and notes the driver if it became dispatchable through it.
+    fn watch_freed<T>(&mut self, id: DriverId, change: impl FnOnce(&mut Self) -> T) -> T {
+        let now = self.clock.now();
+        let before = self.index.dispatchable_at(id, now).is_some();
+        let out = change(self);
+        if !before && let Some(at) = self.index.dispatchable_at(id, now) {
+            self.freed.push((id, at));
+        }
+        out
+    }
+
+    /// Tells the matcher about the drivers freed since the last call.
+    fn tell_matcher(&mut self) {
+        if self.freed.is_empty() {
+            return;
+        }
+        let freed = std::mem::take(&mut self.freed);
+        if let Some(matcher) = &self.matcher {
+            matcher.do_send(DriversFree(freed));
         }
     }
 
@@ -359,9 +426,16 @@ impl GeoIndex {
         fix: DriverFix,
         located: &mut Vec<DriverLocated>,
     ) -> bool {
+        let now = self.clock.now();
+        let was_dispatchable = self.index.dispatchable_at(id, now).is_some();
         match self.index.apply_fix(id, fix) {
             FixOutcome::Rejected => false,
-            FixOutcome::Accepted { job } => {
+            FixOutcome::Accepted { job, moved_far } => {
+                if (!was_dispatchable || (moved_far && self.matcher_waiting))
+                    && let Some(at) = self.index.dispatchable_at(id, now)
+                {
+                    self.freed.push((id, at));
+                }
                 // Copied only for a driver on a job, whose room wants it.
                 if let Some(job) = job
                     && let Some(fix) = self.index.drivers.get(&id).and_then(|d| d.fix.clone())
@@ -502,6 +576,7 @@ impl Handler<LocationBatch> for GeoIndex {
         if !located.is_empty() {
             self.rooms.do_send(DriversLocated(located));
         }
+        self.tell_matcher();
     }
 }
 
@@ -517,9 +592,12 @@ impl Handler<DriverConnected> for GeoIndex {
     type Result = ();
 
     fn handle(&mut self, msg: DriverConnected, _: &mut Context<Self>) {
-        let driver = self.index.drivers.entry(msg.driver).or_default();
-        driver.sessions += 1;
-        driver.approved = msg.approved;
+        self.watch_freed(msg.driver, |this| {
+            let driver = this.index.drivers.entry(msg.driver).or_default();
+            driver.sessions += 1;
+            driver.approved = msg.approved;
+        });
+        self.tell_matcher();
     }
 }
 
@@ -563,19 +641,23 @@ impl Handler<SetAvailability> for GeoIndex {
     type Result = Result<(), NotApproved>;
 
     fn handle(&mut self, msg: SetAvailability, _: &mut Context<Self>) -> Self::Result {
-        let driver = self.index.drivers.entry(msg.driver).or_default();
-        if let Some(approved) = msg.approved {
-            driver.approved = approved;
-        }
-        if msg.available && !driver.approved {
-            return Err(NotApproved);
-        }
-        let changed = driver.available != msg.available;
-        driver.available = msg.available;
-        if changed && driver.point.is_some() {
-            self.mark_moved(msg.driver);
-        }
-        Ok(())
+        let outcome = self.watch_freed(msg.driver, |this| {
+            let driver = this.index.drivers.entry(msg.driver).or_default();
+            if let Some(approved) = msg.approved {
+                driver.approved = approved;
+            }
+            if msg.available && !driver.approved {
+                return Err(NotApproved);
+            }
+            let changed = driver.available != msg.available;
+            driver.available = msg.available;
+            if changed && driver.point.is_some() {
+                this.mark_moved(msg.driver);
+            }
+            Ok(())
+        });
+        self.tell_matcher();
+        outcome
     }
 }
 
@@ -590,7 +672,10 @@ impl Handler<DriverApproved> for GeoIndex {
     type Result = ();
 
     fn handle(&mut self, msg: DriverApproved, _: &mut Context<Self>) {
-        self.index.drivers.entry(msg.driver).or_default().approved = true;
+        self.watch_freed(msg.driver, |this| {
+            this.index.drivers.entry(msg.driver).or_default().approved = true;
+        });
+        self.tell_matcher();
     }
 }
 
@@ -606,13 +691,16 @@ impl Handler<SetDriverJob> for GeoIndex {
     type Result = ();
 
     fn handle(&mut self, msg: SetDriverJob, _: &mut Context<Self>) {
-        let driver = self.index.drivers.entry(msg.driver).or_default();
-        if driver.job != msg.job {
-            driver.job = msg.job;
-            if driver.point.is_some() {
-                self.mark_moved(msg.driver);
+        self.watch_freed(msg.driver, |this| {
+            let driver = this.index.drivers.entry(msg.driver).or_default();
+            if driver.job != msg.job {
+                driver.job = msg.job;
+                if driver.point.is_some() {
+                    this.mark_moved(msg.driver);
+                }
             }
-        }
+        });
+        self.tell_matcher();
     }
 }
 
@@ -637,6 +725,81 @@ impl Handler<FindNearest> for GeoIndex {
             &msg.filter,
             self.clock.now(),
         ))
+    }
+}
+
+/// One job's search for drivers to offer it to.
+#[derive(Debug, Clone)]
+pub struct CandidateQuery {
+    pub at: LatLng,
+    /// How many candidates, nearest first.
+    pub limit: usize,
+    /// Drivers who declined the job or let an offer of it expire.
+    pub exclude: HashSet<DriverId>,
+}
+
+/// Query: dispatchable drivers for several jobs at once (one message for a whole burst), each
+/// list nearest first within `radius_m`.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<Vec<NearbyDriver>>")]
+pub struct FindCandidates {
+    pub radius_m: f64,
+    pub queries: Vec<CandidateQuery>,
+}
+
+impl Handler<FindCandidates> for GeoIndex {
+    type Result = MessageResult<FindCandidates>;
+
+    fn handle(&mut self, msg: FindCandidates, _: &mut Context<Self>) -> Self::Result {
+        let now = self.clock.now();
+        MessageResult(
+            msg.queries
+                .into_iter()
+                .map(|query| {
+                    let filter = SearchFilter {
+                        available: None,
+                        dispatchable: true,
+                        exclude: query.exclude,
+                    };
+                    self.index
+                        .nearest(&query.at, msg.radius_m, query.limit, &filter, now)
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Event for the matcher: these drivers just became free to take a job (available, connected,
+/// fresh, approved, in the area, not on a job), or, while it waits for drivers, free drivers
+/// that moved; with where they are.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct DriversFree(pub Vec<(DriverId, LatLng)>);
+
+/// Command at start-up: where to report free drivers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConnectMatcher(pub Recipient<DriversFree>);
+
+impl Handler<ConnectMatcher> for GeoIndex {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectMatcher, _: &mut Context<Self>) {
+        self.matcher = Some(msg.0);
+    }
+}
+
+/// Command from the matcher: whether it has jobs waiting for a driver (then free drivers that
+/// move are reported too, so a driver driving into range gets the job).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct MatcherWaiting(pub bool);
+
+impl Handler<MatcherWaiting> for GeoIndex {
+    type Result = ();
+
+    fn handle(&mut self, msg: MatcherWaiting, _: &mut Context<Self>) {
+        self.matcher_waiting = msg.0;
     }
 }
 

@@ -9,9 +9,11 @@ use actix::prelude::*;
 
 use super::batcher::LocationSink;
 use super::dispatch_map::DispatchMap;
-use super::geo_index::{GeoIndex, PositionStore};
+use super::geo_index::{ConnectMatcher, GeoIndex, PositionStore};
+use super::matcher::{DispatchStore, Matcher, MatcherSettings, StartDispatching};
 use super::registry::SessionRegistry;
 use super::rooms::{ConnectGeoIndex, RoomDirectory};
+use super::scheduler::Scheduler;
 use crate::clock::SharedClock;
 use crate::geo::ServiceArea;
 
@@ -23,6 +25,7 @@ pub struct HubSettings {
     pub map_tick: Duration,
     /// How often changed positions are written to storage.
     pub checkpoint_every: Duration,
+    pub matcher: MatcherSettings,
 }
 
 /// Addresses of the realtime actors.
@@ -32,6 +35,8 @@ pub struct Hub {
     pub map: Addr<DispatchMap>,
     pub rooms: Addr<RoomDirectory>,
     pub sessions: Addr<SessionRegistry>,
+    pub matcher: Addr<Matcher>,
+    pub scheduler: Addr<Scheduler>,
     pub locations: LocationSink,
     pub area: Arc<ServiceArea>,
     arbiter: ArbiterHandle,
@@ -44,11 +49,12 @@ impl Hub {
         clock: SharedClock,
         area: Arc<ServiceArea>,
         store: Arc<dyn PositionStore>,
+        dispatch_store: Arc<dyn DispatchStore>,
     ) -> Self {
         let arbiter = Arbiter::new().handle();
         let rooms = RoomDirectory::start_in_arbiter(&arbiter, |_| RoomDirectory::new());
         let geo = {
-            let (area, rooms) = (area.clone(), rooms.clone());
+            let (area, rooms, clock) = (area.clone(), rooms.clone(), clock.clone());
             GeoIndex::start_in_arbiter(&arbiter, move |_| {
                 GeoIndex::new(area, clock, settings.driver_stale, rooms, store)
                     .checkpoint_every(settings.checkpoint_every)
@@ -62,7 +68,24 @@ impl Hub {
             })
         };
         let sessions = SessionRegistry::start_in_arbiter(&arbiter, |_| SessionRegistry::default());
+        let matcher = {
+            let (clock, geo, sessions, map) =
+                (clock.clone(), geo.clone(), sessions.clone(), map.clone());
+            Matcher::start_in_arbiter(&arbiter, move |_| {
+                Matcher::new(settings.matcher, clock, dispatch_store, geo, sessions, map)
+            })
+        };
+        geo.do_send(ConnectMatcher(matcher.clone().recipient()));
+        let scheduler = {
+            let recipient = matcher.clone().recipient();
+            Scheduler::start_in_arbiter(&arbiter, move |_| {
+                Scheduler::new(clock, settings.matcher.tick, recipient)
+            })
+        };
+        matcher.do_send(StartDispatching(scheduler.clone()));
         Self {
+            matcher,
+            scheduler,
             locations: LocationSink::new(geo.clone()),
             geo,
             map,

@@ -28,6 +28,10 @@ pub struct RealtimeMetrics {
     pub drivers: IntGaugeVec,
     /// From a position reaching the engine to its frame being written to a watcher's socket.
     pub location_fanout_seconds: Histogram,
+    /// From a job becoming ready for dispatch to its offer being sent to a driver.
+    pub dispatch_offer_seconds: Histogram,
+    /// What became of dispatch attempts: offered, declined, expired, unassigned.
+    pub dispatch_outcomes: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -112,6 +116,24 @@ impl RealtimeMetrics {
                     ]),
                 )
                 .unwrap(),
+            ),
+            dispatch_offer_seconds: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "umuve_dispatch_offer_seconds",
+                        "From a job ready for dispatch to its offer sent to the nearest driver",
+                    )
+                    .buckets(vec![
+                        0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                    ]),
+                )
+                .unwrap(),
+            ),
+            dispatch_outcomes: counter_vec(
+                "umuve_dispatch_outcomes_total",
+                "Dispatch attempts by outcome (offered, declined, expired, unassigned)",
+                &["outcome"],
             ),
             registry,
         }

@@ -5,6 +5,8 @@
 //! - [`geo_index`]: `GeoIndex`, the R-tree of live drivers.
 //! - [`batcher`]: how positions reach the index (per-worker buffers, flushed as batches).
 //! - [`rooms`]: `JobRoom` per watched job, and the `RoomDirectory` that owns them.
+//! - [`matcher`]: `Matcher`, offers dispatching jobs to the nearest free driver, one at a time.
+//! - [`scheduler`]: `Scheduler`, holds jobs booked for later until their dispatch time.
 //! - [`dispatch_map`]: `DispatchMap`, snapshots and coalesced deltas for dispatchers.
 //! - [`registry`]: `SessionRegistry`, user → open sockets.
 //! - [`hub`]: starts them together on one thread.
@@ -15,8 +17,10 @@ pub mod dispatch_map;
 pub mod frame;
 pub mod geo_index;
 pub mod hub;
+pub mod matcher;
 pub mod metrics;
 pub mod model;
 pub mod protocol;
 pub mod registry;
 pub mod rooms;
+pub mod scheduler;

@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::model::{Job, JobStatus, MapDriver};
-use crate::ids::{DriverId, JobId, UserId};
+use crate::ids::{DriverId, JobId, OfferId, UserId};
 
 /// The assigned driver's last position in a `job.snapshot`.
 #[derive(Debug, Clone, Serialize)]
@@ -76,4 +76,42 @@ pub enum ServerMessage<'a> {
     JobNew { job: &'a Job },
     #[serde(rename = "job.unassigned")]
     JobUnassigned { job_id: JobId },
+    #[serde(rename = "offer")]
+    Offer {
+        offer_id: OfferId,
+        job: &'a Job,
+        distance_m: f64,
+        expires_at: DateTime<Utc>,
+    },
+    #[serde(rename = "offer.closed")]
+    OfferClosed {
+        offer_id: OfferId,
+        reason: OfferClosedReason,
+    },
+}
+
+/// Why an offer closed without being accepted (`offer.closed`'s `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfferClosedReason {
+    /// Nobody answered in time.
+    Expired,
+    /// The job went to someone else (another driver, or a dispatcher assigned it).
+    Taken,
+    /// The job was cancelled.
+    Cancelled,
+    /// The driver declined it.
+    Declined,
+}
+
+impl OfferClosedReason {
+    /// The `offers.status` it leaves behind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OfferClosedReason::Expired => "expired",
+            OfferClosedReason::Taken => "taken",
+            OfferClosedReason::Cancelled => "cancelled",
+            OfferClosedReason::Declined => "declined",
+        }
+    }
 }

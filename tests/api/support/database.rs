@@ -36,6 +36,10 @@ impl Backend {
 pub enum TestDatabase {
     /// Handed over to a restarted engine.
     None,
+    /// Another handle on a database someone else owns (a second engine on it).
+    Shared {
+        url: String,
+    },
     Sqlite {
         url: String,
         _dir: TempDir,
@@ -82,8 +86,19 @@ impl TestDatabase {
 
     pub fn url(&self) -> &str {
         match self {
-            TestDatabase::Sqlite { url, .. } | TestDatabase::Postgres { url, .. } => url,
+            TestDatabase::Sqlite { url, .. }
+            | TestDatabase::Postgres { url, .. }
+            | TestDatabase::Shared { url } => url,
             TestDatabase::None => "",
+        }
+    }
+}
+
+impl TestDatabase {
+    /// A handle for a second engine on this database; the database goes with this one.
+    pub fn shared(&self) -> TestDatabase {
+        TestDatabase::Shared {
+            url: self.url().to_owned(),
         }
     }
 }

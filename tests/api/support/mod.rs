@@ -237,6 +237,16 @@ impl TestApp {
         std::mem::replace(&mut self._database, TestDatabase::None)
     }
 
+    /// Stops the engine as a crash would: nothing is flushed or shut down in order. The database
+    /// stays for a restart.
+    pub fn kill(mut self) -> TestDatabase {
+        if let Some(running) = self.running.take() {
+            running.abort();
+        }
+        std::mem::replace(&mut self._database, TestDatabase::None)
+        // Drop stops the server without waiting and the realtime thread at once.
+    }
+
     /// A WebSocket connection as the holder of `token`.
     pub async fn ws(&self, token: &str) -> ws::WsClient {
         ws::WsClient::connect(&self.address, token).await

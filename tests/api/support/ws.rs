@@ -98,34 +98,29 @@ impl WsClient {
 
     /// The next JSON frame (pings are answered by the library and skipped).
     pub async fn next_json(&mut self) -> Value {
-        loop {
-            let message = tokio::time::timeout(FRAME_TIMEOUT, self.stream.next())
-                .await
-                .expect("a frame arrives in time")
-                .expect("the socket is open")
-                .expect("a readable frame");
-            match message {
-                Message::Text(text) => return serde_json::from_str(&text).expect("JSON frames"),
-                Message::Close(frame) => panic!("socket closed: {frame:?}"),
-                _ => continue,
-            }
-        }
+        self.next_matching(|_| true).await
     }
 
     /// The next frame of `kind`, skipping others (map deltas, locations) on the way.
     pub async fn next_of_type(&mut self, kind: &str) -> Value {
-        loop {
-            let frame = self.next_json().await;
-            if frame["type"] == kind {
-                return frame;
-            }
-        }
+        self.next_matching(|frame| frame["type"] == kind).await
     }
 
-    /// The next frame for which `matches` holds.
+    /// The next frame for which `matches` holds, within [`FRAME_TIMEOUT`] however many other
+    /// frames (pings, deltas) arrive meanwhile.
     pub async fn next_matching(&mut self, matches: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + FRAME_TIMEOUT;
         loop {
-            let frame = self.next_json().await;
+            let message = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .expect("a frame arrives in time")
+                .expect("the socket is open")
+                .expect("a readable frame");
+            let frame: Value = match message {
+                Message::Text(text) => serde_json::from_str(&text).expect("JSON frames"),
+                Message::Close(frame) => panic!("socket closed: {frame:?}"),
+                _ => continue,
+            };
             if matches(&frame) {
                 return frame;
             }
