@@ -560,7 +560,9 @@ async fn book_jobs(
 ) -> anyhow::Result<String> {
     let mut report = String::new();
     let started = Instant::now();
+    const ENGINE: &str = "umuve_dispatch_offer_seconds";
     if steady > 0 {
+        let engine_before = api.engine_histogram(ENGINE).await;
         let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
         let mut ids = Vec::new();
         for i in 0..steady {
@@ -575,11 +577,14 @@ async fn book_jobs(
             ids.push(id);
         }
         let latency = await_offers(&offers, &ids, Duration::from_secs(30)).await;
+        let engine_after = api.engine_histogram(ENGINE).await;
         report.push_str(&format!(
-            "dispatch latency (booking sent -> offer at the driver), {} jobs at {rate}/s: {}; {} without an offer\n",
+            "dispatch latency (booking sent -> offer at the driver), {} jobs at {rate}/s: {}; {} without an offer\n\
+             engine (job ready -> offer sent): {}\n",
             ids.len(),
             micros_percentiles(&latency.0),
-            latency.1
+            latency.1,
+            engine_percentiles(&engine_before, &engine_after)
         ));
     }
     if burst > 0 {
@@ -612,8 +617,10 @@ async fn book_jobs(
                 offers.booked.insert(id.clone(), due);
             }
         }
+        let engine_before = api.engine_histogram(ENGINE).await;
         tokio::time::sleep_until(due.into()).await;
         let (latency, missing) = await_offers(&offers, &ids, Duration::from_secs(60)).await;
+        let engine_after = api.engine_histogram(ENGINE).await;
         let offers = offers.lock().await;
         let mut times: Vec<Instant> = ids
             .iter()
@@ -629,6 +636,10 @@ async fn book_jobs(
                 last.saturating_duration_since(due).as_secs_f64() * 1e3,
                 times.len() as f64 / span.max(1e-6),
                 micros_percentiles(&latency),
+            ));
+            report.push_str(&format!(
+                "engine (job due -> offer sent): {}\n",
+                engine_percentiles(&engine_before, &engine_after)
             ));
         }
     }
@@ -789,7 +800,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     stats.reset().await;
     let fanout_before = api.engine_fanout().await;
-    let dispatch_before = api.engine_histogram("umuve_dispatch_offer_seconds").await;
     let dispatch_run = booker.map(|customer| {
         tokio::spawn(book_jobs(
             api.clone(),
@@ -835,7 +845,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(run) => Some(run.await??),
         None => None,
     };
-    let dispatch_after = api.engine_histogram("umuve_dispatch_offer_seconds").await;
     let rss_after = api.engine_rss().await;
     let fanout_after = api.engine_fanout().await;
 
@@ -906,10 +915,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     if let Some(report) = dispatch_report {
         println!("{report}");
-        println!(
-            "engine dispatch (job ready -> offer sent): {}",
-            engine_percentiles(&dispatch_before, &dispatch_after)
-        );
     }
     if let (Some(before), Some(after)) = (rss_before, rss_after) {
         println!(

@@ -72,33 +72,33 @@ pub async fn open(
          SELECT $1, job_id, $3, 'open', $4, $5, $6 FROM jobs \
          WHERE job_id = $2 AND status = 'dispatching' \
          ON CONFLICT DO NOTHING RETURNING offer_id";
-    const LOCK_JOB: &str =
-        "SELECT job_id FROM jobs WHERE job_id = $1 AND status = 'dispatching' FOR UPDATE";
     offers.sort_by_key(|offer| offer.job);
     let mut opened = Vec::new();
     match db {
         Db::Postgres(pool) => {
-            let mut tx = pool.begin().await?;
-            for offer in &offers {
-                let locked: Option<Uuid> = sqlx::query_scalar(LOCK_JOB)
-                    .bind(offer.job.as_uuid())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if locked.is_none() {
-                    continue;
-                }
-                let id: Option<Uuid> = sqlx::query_scalar(INSERT)
-                    .bind(offer.id.as_uuid())
-                    .bind(offer.job.as_uuid())
-                    .bind(offer.driver.as_uuid())
-                    .bind(offer.distance_m)
-                    .bind(offer.expires_at)
-                    .bind(now)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                opened.extend(id.map(OfferId::from_uuid));
-            }
-            tx.commit().await?;
+            // One statement for the whole batch: the jobs still dispatching are locked in id
+            // order, then every offer for them is inserted unless a unique index refuses it.
+            const BATCH: &str = "WITH locked AS ( \
+                     SELECT job_id FROM jobs WHERE job_id = ANY($1) AND status = 'dispatching' \
+                     ORDER BY job_id FOR UPDATE) \
+                 INSERT INTO offers \
+                     (offer_id, job_id, driver_id, status, distance_m, expires_at, created_at) \
+                 SELECT o.offer_id, o.job_id, o.driver_id, 'open', o.distance_m, o.expires_at, $6 \
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::float8[], $5::timestamptz[]) \
+                     AS o (job_id, offer_id, driver_id, distance_m, expires_at) \
+                 JOIN locked USING (job_id) \
+                 ON CONFLICT DO NOTHING RETURNING offer_id";
+            let column = |f: fn(&NewOffer) -> Uuid| offers.iter().map(f).collect::<Vec<_>>();
+            let ids: Vec<Uuid> = sqlx::query_scalar(BATCH)
+                .bind(column(|o| o.job.as_uuid()))
+                .bind(column(|o| o.id.as_uuid()))
+                .bind(column(|o| o.driver.as_uuid()))
+                .bind(offers.iter().map(|o| o.distance_m).collect::<Vec<_>>())
+                .bind(offers.iter().map(|o| o.expires_at).collect::<Vec<_>>())
+                .bind(now)
+                .fetch_all(pool)
+                .await?;
+            opened.extend(ids.into_iter().map(OfferId::from_uuid));
         }
         Db::Sqlite(pool) => {
             // One writer at a time (BEGIN IMMEDIATE): nothing to lock row by row.

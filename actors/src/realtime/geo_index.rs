@@ -273,6 +273,19 @@ impl DriverIndex {
         filter: &SearchFilter,
         now: DateTime<Utc>,
     ) -> Vec<NearbyDriver> {
+        self.nearest_where(at, radius_m, limit, filter, now, |_| true)
+    }
+
+    /// [`Self::nearest`], among the drivers for whom `eligible` also holds.
+    pub fn nearest_where(
+        &self,
+        at: &LatLng,
+        radius_m: f64,
+        limit: usize,
+        filter: &SearchFilter,
+        now: DateTime<Utc>,
+        eligible: impl Fn(DriverId) -> bool,
+    ) -> Vec<NearbyDriver> {
         if limit == 0 {
             return Vec::new();
         }
@@ -295,7 +308,8 @@ impl DriverIndex {
                     .available
                     .is_none_or(|wanted| driver.available == wanted)
                 && !filter.exclude.contains(&id)
-                && (!filter.dispatchable || self.is_dispatchable(driver, now));
+                && (!filter.dispatchable || self.is_dispatchable(driver, now))
+                && eligible(id);
             if !passes {
                 continue;
             }
@@ -739,12 +753,15 @@ pub struct CandidateQuery {
 }
 
 /// Query: dispatchable drivers for several jobs at once (one message for a whole burst), each
-/// list nearest first within `radius_m`.
+/// list nearest first within `radius_m`. Queries are answered in order and a driver who heads
+/// one list is left out of the later ones, so jobs of one burst do not all want the same
+/// driver; `busy` drivers (holding offers already) are left out of all.
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<Vec<NearbyDriver>>")]
 pub struct FindCandidates {
     pub radius_m: f64,
     pub queries: Vec<CandidateQuery>,
+    pub busy: HashSet<DriverId>,
 }
 
 impl Handler<FindCandidates> for GeoIndex {
@@ -752,6 +769,7 @@ impl Handler<FindCandidates> for GeoIndex {
 
     fn handle(&mut self, msg: FindCandidates, _: &mut Context<Self>) -> Self::Result {
         let now = self.clock.now();
+        let mut taken = msg.busy;
         MessageResult(
             msg.queries
                 .into_iter()
@@ -761,8 +779,18 @@ impl Handler<FindCandidates> for GeoIndex {
                         dispatchable: true,
                         exclude: query.exclude,
                     };
-                    self.index
-                        .nearest(&query.at, msg.radius_m, query.limit, &filter, now)
+                    let found = self.index.nearest_where(
+                        &query.at,
+                        msg.radius_m,
+                        query.limit,
+                        &filter,
+                        now,
+                        |id| !taken.contains(&id),
+                    );
+                    if let Some(first) = found.first() {
+                        taken.insert(first.driver_id);
+                    }
+                    found
                 })
                 .collect(),
         )

@@ -147,6 +147,7 @@ pub struct Matcher {
     working: bool,
     expiring: bool,
     told_geo_waiting: bool,
+    work_scheduled: bool,
 }
 
 impl Matcher {
@@ -174,6 +175,7 @@ impl Matcher {
             working: false,
             expiring: false,
             told_geo_waiting: false,
+            work_scheduled: false,
         }
     }
 
@@ -234,7 +236,7 @@ impl Matcher {
         );
         if queued {
             self.queue.push_back(id);
-            self.work(ctx);
+            self.work_soon(ctx);
         }
     }
 
@@ -262,7 +264,19 @@ impl Matcher {
             pending.stage = Stage::Queued;
             self.waiting.remove(&id);
             self.queue.push_back(id);
-            self.work(ctx);
+            self.work_soon(ctx);
+        }
+    }
+
+    /// Starts the next search once the current message is handled, so jobs queued together
+    /// (a burst of due jobs, many freed at once) are searched together.
+    fn work_soon(&mut self, ctx: &mut Context<Self>) {
+        if !self.work_scheduled {
+            self.work_scheduled = true;
+            ctx.run_later(Duration::ZERO, |this, ctx| {
+                this.work_scheduled = false;
+                this.work(ctx);
+            });
         }
     }
 
@@ -312,6 +326,7 @@ impl Matcher {
         let search = self.geo.send(FindCandidates {
             radius_m: self.settings.radius_m,
             queries,
+            busy: self.offered.keys().copied().collect(),
         });
         ctx.spawn(
             search

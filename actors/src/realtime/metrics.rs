@@ -125,7 +125,8 @@ impl RealtimeMetrics {
                         "From a job ready for dispatch to its offer sent to the nearest driver",
                     )
                     .buckets(vec![
-                        0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                        0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015,
+                        0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                     ]),
                 )
                 .unwrap(),
