@@ -870,3 +870,76 @@ async fn two_engines_on_one_database_dispatch_a_job_once() {
     assert_eq!(count_offers(&a, &job_id).await, 2);
     declined.assert_no_offer().await;
 }
+
+/// Answers to offers that are malformed, someone else's, or from the wrong role.
+#[actix_web::test]
+async fn bad_offer_answers_get_clear_errors() {
+    let app = crate::support::spawn_app_with(Backend::Sqlite, env()).await;
+    let mut office = office(&app).await;
+    let mut driver = office
+        .free_driver(&app, north_of(DOWNTOWN_MIAMI, 1.0))
+        .await;
+    let unknown = uuid::Uuid::new_v4().to_string();
+
+    driver
+        .accept(&app, "not-a-uuid")
+        .await
+        .assert_error(400, "bad_request");
+    driver
+        .accept(&app, &unknown)
+        .await
+        .assert_error(404, "not_found");
+    driver
+        .decline(&app, &unknown)
+        .await
+        .assert_error(404, "not_found");
+    let path = format!("/api/offers/{unknown}/accept");
+    app.post(&path, Some(&office.customer), json!({}))
+        .await
+        .assert_error(403, "forbidden");
+    app.post(&path, None, json!({}))
+        .await
+        .assert_error(401, "unauthorized");
+
+    // Over the socket: the id is echoed with the error; the socket lives on.
+    driver
+        .ws
+        .send_json(json!({ "type": "offer.accept", "offer_id": unknown, "id": 7 }))
+        .await;
+    let error = driver.ws.next_of_type("error").await;
+    assert_eq!(
+        (error["id"].as_i64(), error["code"].as_str()),
+        (Some(7), Some("not_found"))
+    );
+    driver
+        .ws
+        .send_json(json!({ "type": "offer.decline", "offer_id": "../../etc", "id": 8 }))
+        .await;
+    let error = driver.ws.next_of_type("error").await;
+    assert_eq!(
+        (error["id"].as_i64(), error["code"].as_str()),
+        (Some(8), Some("bad_request"))
+    );
+    let mut customer = app.ws(&office.customer).await;
+    customer
+        .send_json(json!({ "type": "offer.accept", "offer_id": unknown, "id": 9 }))
+        .await;
+    let error = customer.next_of_type("error").await;
+    assert_eq!(error["code"], "forbidden");
+
+    // A real offer still works after all that, and only once.
+    let job = office.book(&app, DOWNTOWN_MIAMI).await;
+    let offer = driver.next_offer().await;
+    driver
+        .ws
+        .send_json(json!({ "type": "offer.accept", "offer_id": offer["offer_id"], "id": "go" }))
+        .await;
+    let ack = driver.ws.next_matching(|f| f["id"] == "go").await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let assigned = driver.ws.next_of_type("job.assigned").await;
+    assert_eq!(assigned["job"]["id"], job["id"]);
+    driver
+        .decline(&app, &offer_id(&offer))
+        .await
+        .assert_error(409, "conflict");
+}

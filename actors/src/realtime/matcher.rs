@@ -36,6 +36,8 @@ use crate::ids::{DriverId, JobId, OfferId};
 const FIRST_CANDIDATES: usize = 4;
 /// Jobs searched in one message to the geo index, and offers written in one transaction.
 const BATCH: usize = 512;
+/// After a storage error, jobs are tried again this much later.
+const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
 
 /// An offer that is open in the database.
 #[derive(Debug, Clone, PartialEq)]
@@ -441,6 +443,11 @@ impl Matcher {
 
     fn offer_opened(&mut self, offer: NewOffer) {
         let Some(pending) = self.jobs.get_mut(&offer.job) else {
+            // Settled while the offer was written (whoever settled it closed the offer in the
+            // same transaction): the driver is free again.
+            if self.offered.get(&offer.driver) == Some(&offer.job) {
+                self.offered.remove(&offer.driver);
+            }
             return;
         };
         let open = OpenOffer {
@@ -507,10 +514,13 @@ impl Matcher {
                         }
                     }
                     Err(error) => {
+                        // The database is not answering: try again in a while, not in a loop.
                         tracing::warn!(%error, "dispatching jobs could not be read; trying again");
-                        for id in ids {
-                            this.requeue(id, ctx);
-                        }
+                        ctx.run_later(RETRY_AFTER_ERROR, move |this, ctx| {
+                            for id in ids {
+                                this.requeue(id, ctx);
+                            }
+                        });
                     }
                 }),
         );
@@ -751,7 +761,9 @@ impl Handler<DriversFree> for Matcher {
             .waiting
             .iter()
             .filter(|id| {
-                let pending = &self.jobs[*id];
+                let Some(pending) = self.jobs.get(*id) else {
+                    return false;
+                };
                 pending.job.position().is_some_and(|at| {
                     drivers.iter().any(|(driver, position)| {
                         !pending.excluded.contains(driver) && position.distance_m(&at) <= radius
