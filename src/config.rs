@@ -826,6 +826,29 @@ mod tests {
     }
 
     #[test]
+    fn dispatch_timing_has_defaults_and_refuses_nonsense() {
+        let s = load(&[]).unwrap().settings;
+        assert_eq!(s.dispatch.tick, Duration::from_millis(100));
+        assert_eq!(s.dispatch.resync_every, Duration::from_secs(10));
+        let s = load(&[("DISPATCH_TICK_MS", "0"), ("DISPATCH_RESYNC_SECS", "0")])
+            .unwrap()
+            .settings;
+        assert_eq!(
+            s.dispatch.tick,
+            Duration::from_millis(1),
+            "a zero tick would spin"
+        );
+        assert_eq!(s.dispatch.resync_every, Duration::from_secs(1));
+        let error = load(&[
+            ("DISPATCH_TICK_MS", "fast"),
+            ("DISPATCH_RESYNC_SECS", "-1"),
+            ("DISPATCH_RADIUS_M", "NaN"),
+        ])
+        .unwrap_err();
+        assert_eq!(error.problems.len(), 3, "{error}");
+    }
+
+    #[test]
     fn load_size_prices_override_the_defaults_one_by_one() {
         let s = load(&[("LOAD_SIZE_PRICES_CENTS", "half=31000, full=52000")])
             .unwrap()

@@ -257,21 +257,34 @@ macro_rules! offer_job {
     }};
 }
 
-/// What an offer row says now, for the refusal message.
-async fn closed_reason(db: &Db, offer: OfferId, now: DateTime<Utc>) -> Refused {
-    const SQL: &str = "SELECT status, expires_at FROM offers WHERE offer_id = $1";
-    let row: Result<Option<(String, DateTime<Utc>)>, _> =
-        on_pool!(db, pool => sqlx::query_as(SQL).bind(offer.as_uuid()).fetch_optional(pool).await);
-    match row {
-        Ok(Some((status, expires_at))) if status == "open" && expires_at <= now => {
+/// Why an answer to `offer` by `driver` was refused, from the offer as it is now (read after
+/// the refused transaction rolled back).
+async fn why_refused(
+    db: &Db,
+    offer: OfferId,
+    driver: DriverId,
+    now: DateTime<Utc>,
+) -> Result<Refused, sqlx::Error> {
+    const SQL: &str =
+        "SELECT status, expires_at FROM offers WHERE offer_id = $1 AND driver_id = $2";
+    let row: Option<(String, DateTime<Utc>)> = on_pool!(db, pool => {
+        sqlx::query_as(SQL)
+            .bind(offer.as_uuid())
+            .bind(driver.as_uuid())
+            .fetch_optional(pool)
+            .await
+    })?;
+    Ok(match row {
+        None => Refused::NotFound,
+        Some((status, expires_at)) if status == "open" && expires_at <= now => {
             Refused::Closed("the offer expired".into())
         }
-        Ok(Some((status, _))) if status == "open" => {
+        // Open and unexpired, yet refused: the job moved on.
+        Some((status, _)) if status == "open" => {
             Refused::Closed("the job is no longer being dispatched".into())
         }
-        Ok(Some((status, _))) => Refused::Closed(format!("the offer is closed ({status})")),
-        _ => Refused::Closed("the offer is closed".into()),
-    }
+        Some((status, _)) => Refused::Closed(format!("the offer is closed ({status})")),
+    })
 }
 
 /// Accepts an open, unexpired offer: in one transaction the offer becomes `accepted`, the job
@@ -291,22 +304,12 @@ pub async fn accept(
         jobs::columns!()
     );
     let postgres = matches!(db, Db::Postgres(_));
-    let outcome: Result<Result<JobRow, Refused>, sqlx::Error> = async {
+    // `Ok(None)`: refused (not this driver's offer, closed, expired, or the job moved on); the
+    // transaction is dropped, which undoes whatever it changed.
+    let outcome: Result<Option<JobRow>, sqlx::Error> = async {
         Ok(in_write_transaction!(db, tx => {
             let Some(job) = offer_job!(tx, offer, driver, postgres) else {
-                // The job row (or the offer) is not there for this driver.
-                let exists: Option<Uuid> = sqlx::query_scalar(
-                    "SELECT offer_id FROM offers WHERE offer_id = $1 AND driver_id = $2",
-                )
-                .bind(offer.as_uuid())
-                .bind(driver.as_uuid())
-                .fetch_optional(&mut *tx)
-                .await?;
-                return Ok(Err(if exists.is_some() {
-                    Refused::Closed("the job is no longer being dispatched".into())
-                } else {
-                    Refused::NotFound
-                }));
+                return Ok(None);
             };
             let closed: Option<Uuid> = sqlx::query_scalar(CLOSE)
                 .bind(offer.as_uuid())
@@ -314,7 +317,7 @@ pub async fn accept(
                 .fetch_optional(&mut *tx)
                 .await?;
             if closed.is_none() {
-                return Ok(Err(Refused::Closed(String::new())));
+                return Ok(None);
             }
             let Some(row) = sqlx::query_as::<_, JobRow>(ASSIGN)
                 .bind(job)
@@ -323,10 +326,7 @@ pub async fn accept(
                 .fetch_optional(&mut *tx)
                 .await?
             else {
-                // Dropping the transaction undoes the offer's acceptance.
-                return Ok(Err(Refused::Closed(
-                    "the job is no longer being dispatched".into(),
-                )));
+                return Ok(None);
             };
             sqlx::query(INSERT_EVENT)
                 .bind(job)
@@ -337,18 +337,15 @@ pub async fn accept(
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            Ok(row)
+            Some(row)
         }))
     }
     .await;
     match outcome {
         Err(error) if is_unique_violation(&error) => Ok(Err(Refused::DriverBusy)),
         Err(error) => Err(error),
-        Ok(Err(Refused::Closed(message))) if message.is_empty() => {
-            Ok(Err(closed_reason(db, offer, now).await))
-        }
-        Ok(Err(refused)) => Ok(Err(refused)),
-        Ok(Ok(row)) => {
+        Ok(None) => Ok(Err(why_refused(db, offer, driver, now).await?)),
+        Ok(Some(row)) => {
             let after = Job::try_from(row)?;
             let before = Job {
                 status: JobStatus::Dispatching,
@@ -377,20 +374,10 @@ pub async fn decline(
             .fetch_optional(pool)
             .await
     })?;
-    if let Some(job) = job {
-        return Ok(Ok(JobId::from_uuid(job)));
+    match job {
+        Some(job) => Ok(Ok(JobId::from_uuid(job))),
+        None => Ok(Err(why_refused(db, offer, driver, now).await?)),
     }
-    let mine: Option<Uuid> = on_pool!(db, pool => {
-        sqlx::query_scalar("SELECT offer_id FROM offers WHERE offer_id = $1 AND driver_id = $2")
-            .bind(offer.as_uuid())
-            .bind(driver.as_uuid())
-            .fetch_optional(pool)
-            .await
-    })?;
-    Ok(Err(match mine {
-        Some(_) => closed_reason(db, offer, now).await,
-        None => Refused::NotFound,
-    }))
 }
 
 /// Closes a job's open offer with a reason (`$2`) at `$3`, inside the transaction that moves

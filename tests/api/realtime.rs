@@ -8,7 +8,7 @@ use umuve_actors::clock::Clock;
 
 use crate::on_both_databases;
 use crate::support::ws::{Ending, WsClient};
-use crate::support::{Backend, Env, JWT_SECRET, TestApp, spawn_app_on, spawn_app_with};
+use crate::support::{Backend, Env, TestApp, spawn_app_on, spawn_app_with};
 
 const DOWNTOWN_MIAMI: (f64, f64) = (25.7747, -80.1963);
 const BRICKELL: (f64, f64) = (25.7617, -80.1918);
@@ -311,7 +311,7 @@ async fn positions_and_jobs_survive_a_restart(backend: Backend) {
         .await
         .assert_status(201)
         .clone();
-    let mut dispatcher = on_the_map(&app, &cast.admin).await;
+    let mut dispatcher = app.map_watcher(&cast.admin).await;
     let mut driver = app.ws(&cast.driver).await;
     driver.send_json(location(FORT_LAUDERDALE)).await;
     dispatcher
@@ -525,7 +525,7 @@ async fn dispatchers_find_the_nearest_live_drivers() {
     let cast = cast(&app).await;
     let (far_token, far) = app.sms_login("954-555-0230", Some("driver")).await;
     let far_id = far["id"].as_str().unwrap().to_owned();
-    let mut dispatcher = on_the_map(&app, &cast.admin).await;
+    let mut dispatcher = app.map_watcher(&cast.admin).await;
 
     let mut near = app.ws(&cast.driver).await;
     near.send_json(json!({ "type": "availability", "available": true, "id": 1 }))
@@ -652,7 +652,7 @@ async fn dispatchers_find_the_nearest_live_drivers() {
 async fn a_driver_outside_the_area_is_flagged_on_the_map() {
     let app = spawn_app_with(Backend::Sqlite, seeding()).await;
     let cast = cast(&app).await;
-    let mut dispatcher = on_the_map(&app, &cast.admin).await;
+    let mut dispatcher = app.map_watcher(&cast.admin).await;
     let mut driver = app.ws(&cast.driver).await;
     driver.send_json(location(ORLANDO)).await;
     let delta = dispatcher
@@ -677,7 +677,7 @@ async fn a_map_box_limits_what_a_dispatcher_sees() {
         .send_json(json!({ "type": "map.subscribe", "bbox": [-80.5, 26.0, -80.0, 26.4] }))
         .await;
     watching_broward.next_of_type("map.snapshot").await;
-    let mut watching_all = on_the_map(&app, &cast.admin).await;
+    let mut watching_all = app.map_watcher(&cast.admin).await;
     let mut miami = app.ws(&cast.driver).await;
     miami.send_json(location(BRICKELL)).await;
     // The map has the Miami driver before the Lauderdale one moves, so a box that let Miami
@@ -748,14 +748,6 @@ async fn assign(app: &TestApp, token: &str, job_id: &str, driver: &str) -> crate
     let path = format!("/api/jobs/{job_id}/assign");
     app.post(&path, Some(token), json!({ "driver_id": driver }))
         .await
-}
-
-/// A dispatcher's socket on the whole map, past its snapshot.
-async fn on_the_map(app: &TestApp, token: &str) -> WsClient {
-    let mut socket = app.ws(token).await;
-    socket.send_json(json!({ "type": "map.subscribe" })).await;
-    socket.next_of_type("map.snapshot").await;
-    socket
 }
 
 /// A job's id, from the job as the API returned it.
@@ -998,18 +990,6 @@ async fn metrics_count_sockets_and_messages() {
     );
 }
 
-/// Mints a token for a user the test created (the test engine's secret is known).
-fn token_for(user_id: &str, role: &str, app: &TestApp) -> String {
-    let now = app.clock.now().timestamp();
-    let claims = json!({ "sub": user_id, "role": role, "iat": now, "exp": now + 3600 });
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
 #[actix_web::test]
 async fn a_stalled_dispatcher_is_closed_and_slows_nobody() {
     let app = spawn_app_with(
@@ -1034,11 +1014,7 @@ async fn a_stalled_dispatcher_is_closed_and_slows_nobody() {
                 json!({ "role": "driver", "email": format!("d{i}@fleet.test") }),
             )
             .await;
-        let token = token_for(
-            user.assert_status(201)["id"].as_str().unwrap(),
-            "driver",
-            &app,
-        );
+        let token = app.token_for(user.assert_status(201)["id"].as_str().unwrap(), "driver");
         let mut socket = app.ws(&token).await;
         streams.push(actix_web::rt::spawn(async move {
             for step in 0..10_000u32 {
@@ -1244,7 +1220,7 @@ async fn a_change_by_a_token_whose_account_is_gone_is_still_recorded() {
         .clone();
     // A dispatcher token for an account that is not stored (deleted since, say).
     let ghost_id = uuid::Uuid::new_v4().to_string();
-    let ghost = token_for(&ghost_id, "operator", &app);
+    let ghost = app.token_for(&ghost_id, "operator");
     let assigned = assign(&app, &ghost, id_of(&job), &cast.driver_id).await;
     assert_eq!(assigned.assert_status(200)["status"], "assigned");
     let events = umuve_dispatch::storage::jobs::events(

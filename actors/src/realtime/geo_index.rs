@@ -78,6 +78,24 @@ struct Driver {
 }
 
 impl Driver {
+    fn is_fresh(&self, now: DateTime<Utc>, stale_after: chrono::Duration) -> bool {
+        self.fix
+            .as_ref()
+            .is_some_and(|fix| now - fix.received_at < stale_after)
+    }
+
+    /// Whether the driver could be offered a job now: in searches with a fresh fix, approved,
+    /// connected, available, not on a job, inside the service area.
+    fn is_dispatchable(&self, now: DateTime<Utc>, stale_after: chrono::Duration) -> bool {
+        self.point.is_some()
+            && self.is_fresh(now, stale_after)
+            && self.approved
+            && self.sessions > 0
+            && self.available
+            && self.job.is_none()
+            && self.county.is_some()
+    }
+
     fn map_entry(&self, id: DriverId) -> Option<MapDriver> {
         let fix = self.fix.as_ref()?;
         Some(MapDriver {
@@ -127,8 +145,14 @@ pub enum FixOutcome {
     /// Older than what the index has; ignored.
     Rejected,
     /// Applied; `job` is the driver's active job, whose room wants the position; `moved_far`:
-    /// the driver moved far enough for its county to be looked up again.
-    Accepted { job: Option<JobId>, moved_far: bool },
+    /// the driver moved far enough for its county to be looked up again; `free`: the driver
+    /// could take a job now, and `became_free`: could not before this fix.
+    Accepted {
+        job: Option<JobId>,
+        moved_far: bool,
+        free: bool,
+        became_free: bool,
+    },
 }
 
 /// The live drivers: an R-tree of positions plus what is known of each driver. A plain data
@@ -179,10 +203,7 @@ impl DriverIndex {
     }
 
     fn is_fresh(&self, driver: &Driver, now: DateTime<Utc>) -> bool {
-        driver
-            .fix
-            .as_ref()
-            .is_some_and(|fix| now - fix.received_at < self.stale_after)
+        driver.is_fresh(now, self.stale_after)
     }
 
     /// Takes a driver out of searches; true if it was in them.
@@ -204,6 +225,7 @@ impl DriverIndex {
     pub fn apply_fix(&mut self, id: DriverId, fix: DriverFix) -> FixOutcome {
         let stale_after = self.stale_after;
         let driver = self.drivers.entry(id).or_default();
+        let was_free = driver.is_dispatchable(fix.received_at, stale_after);
         if let Some(previous) = &driver.fix {
             // Newest `ts` wins (on a tie, the later arrival); but a phone whose clock jumped
             // back is believed again once its last accepted fix has gone stale.
@@ -225,30 +247,23 @@ impl DriverIndex {
             driver.county = self.area.county_at(&fix.at);
             driver.area_checked_at = Some(fix.at);
         }
+        let now = fix.received_at;
         driver.checkpoint_due = true;
         driver.fix = Some(fix);
+        let free = driver.is_dispatchable(now, stale_after);
         FixOutcome::Accepted {
             job: driver.job,
             moved_far,
+            free,
+            became_free: free && !was_free,
         }
-    }
-
-    /// Whether a driver could be offered a job now: in searches with a fresh fix, approved,
-    /// connected, available, not on a job, inside the service area.
-    fn is_dispatchable(&self, driver: &Driver, now: DateTime<Utc>) -> bool {
-        driver.point.is_some()
-            && self.is_fresh(driver, now)
-            && driver.approved
-            && driver.sessions > 0
-            && driver.available
-            && driver.job.is_none()
-            && driver.county.is_some()
     }
 
     /// Where a dispatchable driver is; `None` for anyone else.
     fn dispatchable_at(&self, id: DriverId, now: DateTime<Utc>) -> Option<LatLng> {
         let driver = self.drivers.get(&id)?;
-        self.is_dispatchable(driver, now)
+        driver
+            .is_dispatchable(now, self.stale_after)
             .then(|| driver.fix.as_ref().map(|fix| fix.at))
             .flatten()
     }
@@ -308,7 +323,7 @@ impl DriverIndex {
                     .available
                     .is_none_or(|wanted| driver.available == wanted)
                 && !filter.exclude.contains(&id)
-                && (!filter.dispatchable || self.is_dispatchable(driver, now))
+                && (!filter.dispatchable || driver.is_dispatchable(now, self.stale_after))
                 && eligible(id);
             if !passes {
                 continue;
@@ -440,14 +455,16 @@ impl GeoIndex {
         fix: DriverFix,
         located: &mut Vec<DriverLocated>,
     ) -> bool {
-        let now = self.clock.now();
-        let was_dispatchable = self.index.dispatchable_at(id, now).is_some();
+        let at = fix.at;
         match self.index.apply_fix(id, fix) {
             FixOutcome::Rejected => false,
-            FixOutcome::Accepted { job, moved_far } => {
-                if (!was_dispatchable || (moved_far && self.matcher_waiting))
-                    && let Some(at) = self.index.dispatchable_at(id, now)
-                {
+            FixOutcome::Accepted {
+                job,
+                moved_far,
+                free,
+                became_free,
+            } => {
+                if became_free || (free && moved_far && self.matcher_waiting) {
                     self.freed.push((id, at));
                 }
                 // Copied only for a driver on a job, whose room wants it.

@@ -10,7 +10,7 @@ use actix::prelude::*;
 use super::batcher::LocationSink;
 use super::dispatch_map::DispatchMap;
 use super::geo_index::{ConnectMatcher, GeoIndex, PositionStore};
-use super::matcher::{DispatchStore, Matcher, MatcherSettings, StartDispatching};
+use super::matcher::{DispatchStore, Matcher, MatcherSettings};
 use super::registry::SessionRegistry;
 use super::rooms::{ConnectGeoIndex, RoomDirectory};
 use super::scheduler::Scheduler;
@@ -36,7 +36,6 @@ pub struct Hub {
     pub rooms: Addr<RoomDirectory>,
     pub sessions: Addr<SessionRegistry>,
     pub matcher: Addr<Matcher>,
-    pub scheduler: Addr<Scheduler>,
     pub locations: LocationSink,
     pub area: Arc<ServiceArea>,
     arbiter: ArbiterHandle,
@@ -71,21 +70,28 @@ impl Hub {
         let matcher = {
             let (clock, geo, sessions, map) =
                 (clock.clone(), geo.clone(), sessions.clone(), map.clone());
-            Matcher::start_in_arbiter(&arbiter, move |_| {
-                Matcher::new(settings.matcher, clock, dispatch_store, geo, sessions, map)
+            Matcher::start_in_arbiter(&arbiter, move |ctx| {
+                // The scheduler hands due jobs back to this matcher; it runs on this thread too.
+                let scheduler = Scheduler::new(
+                    clock.clone(),
+                    settings.matcher.tick,
+                    ctx.address().recipient(),
+                )
+                .start();
+                Matcher::new(
+                    settings.matcher,
+                    clock,
+                    dispatch_store,
+                    geo,
+                    sessions,
+                    map,
+                    scheduler,
+                )
             })
         };
         geo.do_send(ConnectMatcher(matcher.clone().recipient()));
-        let scheduler = {
-            let recipient = matcher.clone().recipient();
-            Scheduler::start_in_arbiter(&arbiter, move |_| {
-                Scheduler::new(clock, settings.matcher.tick, recipient)
-            })
-        };
-        matcher.do_send(StartDispatching(scheduler.clone()));
         Self {
             matcher,
-            scheduler,
             locations: LocationSink::new(geo.clone()),
             geo,
             map,

@@ -137,7 +137,7 @@ pub struct Matcher {
     geo: Addr<GeoIndex>,
     sessions: Addr<SessionRegistry>,
     map: Addr<DispatchMap>,
-    scheduler: Option<Addr<Scheduler>>,
+    scheduler: Addr<Scheduler>,
     jobs: HashMap<JobId, Pending>,
     queue: VecDeque<JobId>,
     /// Drivers holding (or about to hold) an offer from here, and for which job.
@@ -160,6 +160,7 @@ impl Matcher {
         geo: Addr<GeoIndex>,
         sessions: Addr<SessionRegistry>,
         map: Addr<DispatchMap>,
+        scheduler: Addr<Scheduler>,
     ) -> Self {
         Self {
             settings,
@@ -168,7 +169,7 @@ impl Matcher {
             geo,
             sessions,
             map,
-            scheduler: None,
+            scheduler,
             jobs: HashMap::new(),
             queue: VecDeque::new(),
             offered: HashMap::new(),
@@ -222,8 +223,8 @@ impl Matcher {
             (Some(offer), None) => Stage::OfferedElsewhere(offer.expires_at),
             (None, None) => Stage::Queued,
         };
-        if let (Stage::Scheduled, Some(due), Some(scheduler)) = (&stage, due, &self.scheduler) {
-            scheduler.do_send(Schedule { job: id, due });
+        if let (Stage::Scheduled, Some(due)) = (&stage, due) {
+            self.scheduler.do_send(Schedule { job: id, due });
         }
         let queued = stage == Stage::Queued;
         self.jobs.insert(
@@ -685,6 +686,9 @@ impl Actor for Matcher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // The database's dispatching jobs (read here, so expiries passed while the engine was
+        // down are closed on the first tick).
+        self.resync(ctx);
         ctx.run_interval(self.settings.tick, |this, ctx| this.expire(ctx));
         ctx.run_interval(self.settings.resync_every, |this, ctx| this.resync(ctx));
     }
@@ -796,53 +800,5 @@ impl Handler<JobsDue> for Matcher {
                 self.requeue(id, ctx);
             }
         }
-    }
-}
-
-/// Command at start-up: where scheduled jobs go, then the jobs the database has in
-/// `dispatching` (read here, so expiries passed while the engine was down are closed at once).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StartDispatching(pub Addr<Scheduler>);
-
-impl Handler<StartDispatching> for Matcher {
-    type Result = ();
-
-    fn handle(&mut self, msg: StartDispatching, ctx: &mut Context<Self>) {
-        self.scheduler = Some(msg.0);
-        self.resync(ctx);
-    }
-}
-
-/// Query (tests, metrics): jobs in the matcher by stage.
-#[derive(Debug, Message)]
-#[rtype(result = "MatcherCounts")]
-pub struct CountJobs;
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MatcherCounts {
-    pub jobs: usize,
-    pub offered: usize,
-    pub waiting: usize,
-    pub scheduled: usize,
-}
-
-impl Handler<CountJobs> for Matcher {
-    type Result = MessageResult<CountJobs>;
-
-    fn handle(&mut self, _: CountJobs, _: &mut Context<Self>) -> Self::Result {
-        let mut counts = MatcherCounts {
-            jobs: self.jobs.len(),
-            ..Default::default()
-        };
-        for pending in self.jobs.values() {
-            match pending.stage {
-                Stage::Offered(_) | Stage::OfferedElsewhere(_) => counts.offered += 1,
-                Stage::Waiting => counts.waiting += 1,
-                Stage::Scheduled => counts.scheduled += 1,
-                _ => {}
-            }
-        }
-        MessageResult(counts)
     }
 }

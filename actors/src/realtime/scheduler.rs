@@ -75,16 +75,3 @@ impl Handler<Schedule> for Scheduler {
         self.release_due();
     }
 }
-
-/// Query: jobs waiting for their time.
-#[derive(Debug, Message)]
-#[rtype(result = "usize")]
-pub struct CountScheduled;
-
-impl Handler<CountScheduled> for Scheduler {
-    type Result = usize;
-
-    fn handle(&mut self, _: CountScheduled, _: &mut Context<Self>) -> usize {
-        self.by_time.len()
-    }
-}

@@ -247,6 +247,28 @@ impl TestApp {
         // Drop stops the server without waiting and the realtime thread at once.
     }
 
+    /// Mints a token for a user the test created (the test engine's secret is known), valid for
+    /// 30 days of the test clock, so tests that move the clock by hours keep their sockets.
+    pub fn token_for(&self, user_id: &str, role: &str) -> String {
+        use umuve_actors::clock::Clock;
+        let now = self.clock.now().timestamp();
+        let claims = json!({ "sub": user_id, "role": role, "iat": now, "exp": now + 30 * 86_400 });
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    /// A dispatcher's socket on the whole map, past its snapshot.
+    pub async fn map_watcher(&self, token: &str) -> ws::WsClient {
+        let mut socket = self.ws(token).await;
+        socket.send_json(json!({ "type": "map.subscribe" })).await;
+        socket.next_of_type("map.snapshot").await;
+        socket
+    }
+
     /// A WebSocket connection as the holder of `token`.
     pub async fn ws(&self, token: &str) -> ws::WsClient {
         ws::WsClient::connect(&self.address, token).await
