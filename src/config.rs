@@ -107,6 +107,19 @@ pub struct StripeSettings {
     pub api_base: Url,
 }
 
+/// How the outbox worker (payouts, refunds) paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxConfig {
+    /// `OUTBOX_POLL_MS`: how often due entries are looked for (besides when one is written).
+    pub poll_every: Duration,
+    /// `OUTBOX_RETRY_BASE_SECS`: the first wait after a temporary failure; it doubles.
+    pub retry_base: Duration,
+    /// `OUTBOX_MAX_ATTEMPTS`: attempts before an entry is marked failed.
+    pub max_attempts: u32,
+    /// `OUTBOX_CONCURRENCY`: Stripe calls in flight at most.
+    pub concurrency: u32,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct PricingSettings {
     pub commission_percent: u32,
@@ -236,6 +249,7 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     pub admin_seed_secret: Option<SecretString>,
     pub stripe: StripeSettings,
+    pub outbox: OutboxConfig,
     pub pricing: PricingSettings,
     pub twilio: Option<TwilioSettings>,
     pub email: EmailSettings,
@@ -478,6 +492,9 @@ impl Settings {
             webhook_secret: r.secret("STRIPE_WEBHOOK_SECRET"),
             api_base: r.url("STRIPE_API_BASE", "https://api.stripe.com"),
         };
+        if stripe.secret_key.is_some() && stripe.webhook_secret.is_none() {
+            warnings.push("STRIPE_WEBHOOK_SECRET is not set: Stripe's webhooks are refused, so paid jobs stay pending_payment".into());
+        }
         if stripe.secret_key.is_none() {
             warnings.push("STRIPE_SECRET_KEY is not set: payments are off and new jobs go straight to dispatching".into());
         }
@@ -612,6 +629,13 @@ impl Settings {
             resync_every: Duration::from_secs(r.number::<u64>("DISPATCH_RESYNC_SECS", 10).max(1)),
         };
 
+        let outbox = OutboxConfig {
+            poll_every: Duration::from_millis(r.number::<u64>("OUTBOX_POLL_MS", 1000).max(1)),
+            retry_base: Duration::from_secs(r.number::<u64>("OUTBOX_RETRY_BASE_SECS", 30).max(1)),
+            max_attempts: r.number("OUTBOX_MAX_ATTEMPTS", 12u32).max(1),
+            concurrency: r.number("OUTBOX_CONCURRENCY", 4u32).max(1),
+        };
+
         let realtime = RealtimeSettings {
             soft_lag_bytes: 1024 * r.number::<u64>("WS_OUTBOUND_SOFT_KIB", 256).max(1),
             hard_lag_bytes: 1024 * r.number::<u64>("WS_OUTBOUND_HARD_KIB", 8 * 1024).max(1),
@@ -681,6 +705,7 @@ impl Settings {
                 cors_origins,
                 admin_seed_secret: r.secret("ADMIN_SEED_SECRET"),
                 stripe,
+                outbox,
                 pricing,
                 twilio,
                 email,

@@ -131,7 +131,7 @@ impl Application {
         let send_buffer = settings.realtime.tcp_send_buffer_bytes;
         let cors_origins = settings.cors_origins.clone();
 
-        let state = web::Data::new(AppState::start(settings, db, clock));
+        let state = web::Data::new(AppState::start(settings, db, clock)?);
         Housekeeper::new(state.clone().into_inner()).start();
         restore_realtime_state(&state).await?;
 
@@ -223,6 +223,7 @@ impl Application {
             Err(_) => tracing::warn!("the geo index was gone before positions could be saved"),
         }
         self.state.hub.stop();
+        self.state.stop_workers();
         self.state.db.close().await;
         result
     }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use actix::{Actor, Addr};
+use actix::{Actor, Addr, Arbiter, ArbiterHandle};
 use secrecy::ExposeSecret;
 use umuve_actors::clock::SharedClock;
 use umuve_actors::outbound::{
@@ -16,10 +16,12 @@ use crate::auth::passwords::PasswordHasher;
 use crate::auth::rate_limit::AuthLimiter;
 use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
+use crate::integrations::stripe::StripeGateway;
 use crate::integrations::{
     http_client, resend::ResendEmail, sendgrid::SendGridEmail, twilio::TwilioSms,
 };
 use crate::jobs::Pricing;
+use crate::payments::outbox_worker::{OutboxSettings, OutboxWorker};
 use crate::storage::Db;
 use crate::storage::offers::DbDispatchStore;
 use crate::storage::positions::DbPositionStore;
@@ -43,11 +45,22 @@ pub struct AppState {
     /// The realtime actors (geo index, rooms, map, session registry).
     pub hub: Hub,
     pub pricing: Pricing,
+    /// `None` when payments are off (no `STRIPE_SECRET_KEY`).
+    pub stripe: Option<StripeGateway>,
+    /// Carries out payouts and refunds written to the outbox.
+    pub outbox: Addr<OutboxWorker>,
+    outbox_thread: ArbiterHandle,
 }
 
 impl AppState {
+    /// Stops the threads of the background workers (the outbox); work in flight is dropped and
+    /// picked up again by the next engine.
+    pub fn stop_workers(&self) {
+        self.outbox_thread.stop();
+    }
+
     /// Builds the state and starts the outbound actors on the current actix system.
-    pub fn start(settings: Settings, db: Db, clock: SharedClock) -> Self {
+    pub fn start(settings: Settings, db: Db, clock: SharedClock) -> anyhow::Result<Self> {
         let http = http_client();
         let retry = RetryPolicy {
             attempts: 3,
@@ -108,8 +121,28 @@ impl AppState {
             Arc::new(DbPositionStore { db: db.clone() }),
             Arc::new(DbDispatchStore { db: db.clone() }),
         );
+        let stripe = StripeGateway::new(&settings.stripe)
+            .map_err(|e| anyhow::anyhow!("cannot build the Stripe client: {e}"))?;
+        let outbox_settings = OutboxSettings {
+            poll_every: settings.outbox.poll_every,
+            retry_base: settings.outbox.retry_base,
+            max_attempts: settings.outbox.max_attempts,
+            concurrency: settings.outbox.concurrency,
+        };
+        // Its own thread: Stripe calls never share a worker with requests, and stopping the
+        // thread drops calls in flight as a crash would (their rows are retried by lease).
+        let outbox_thread = Arbiter::new().handle();
+        let outbox = {
+            let (db, clock, stripe) = (db.clone(), clock.clone(), stripe.clone());
+            OutboxWorker::start_in_arbiter(&outbox_thread, move |_| {
+                OutboxWorker::new(db, clock, stripe, outbox_settings)
+            })
+        };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Self {
+        Ok(Self {
+            stripe,
+            outbox,
+            outbox_thread,
             tokens: TokenKeys::new(settings.jwt_secret.expose_secret().as_bytes()),
             one_time: OneTimeHasher::new(settings.secret_key.expose_secret().as_bytes()),
             passwords: PasswordHasher::new(cores),
@@ -122,6 +155,6 @@ impl AppState {
             sms,
             email,
             apple,
-        }
+        })
     }
 }

@@ -1,5 +1,5 @@
 //! HTTP clients of the outside services, each implementing a transport trait of the actors
-//! crate: Twilio (SMS), Resend and SendGrid (email).
+//! crate: Twilio (SMS), Resend and SendGrid (email); and Stripe (payments).
 
 use std::time::Duration;
 
@@ -7,6 +7,7 @@ use umuve_actors::outbound::DeliveryError;
 
 pub mod resend;
 pub mod sendgrid;
+pub mod stripe;
 pub mod twilio;
 
 /// The one HTTP client of the engine (connection pools are per client).

@@ -21,15 +21,18 @@ use umuve_actors::realtime::rooms::JobChanged;
 use crate::auth::caller::Caller;
 use crate::domain::Role;
 use crate::http::ApiError;
+use crate::payments::outbox_worker::WakeOutbox;
 use crate::state::AppState;
-use crate::storage::jobs::{self, AssignRefused, JobEvent, NewJob, Written};
+use crate::storage::jobs::{self, AssignRefused, JobEvent, NewJob, Refund, Written};
 use crate::storage::offers::{self, ClosedOffer};
+use crate::storage::payments::{self, PaymentStatus};
 
 /// A requested change of a job's status.
 #[derive(Debug, Clone, Copy)]
 pub enum Change {
-    /// To `cancelled` (its customer, dispatchers).
-    Cancel,
+    /// To `cancelled` (its customer, dispatchers). After the driver set off, a paid job's
+    /// refund is a dispatcher's choice (`refund_cents`); before, it is always in full.
+    Cancel { refund_cents: Option<i64> },
     /// To this status (its driver, step by step; dispatchers, any legal move).
     Move(JobStatus),
     /// `dispatching` → `assigned` to this driver (dispatchers; the route checks the role).
@@ -40,8 +43,8 @@ pub enum Change {
 fn mover_for(caller: &Caller, change: Change) -> Result<Mover, ApiError> {
     match (change, caller.role) {
         (_, Role::Admin | Role::Operator) => Ok(Mover::Dispatcher),
-        (Change::Cancel, Role::Customer) => Ok(Mover::Customer),
-        (Change::Cancel, _) => Err(ApiError::Forbidden("drivers cannot cancel jobs".into())),
+        (Change::Cancel { .. }, Role::Customer) => Ok(Mover::Customer),
+        (Change::Cancel { .. }, _) => Err(ApiError::Forbidden("drivers cannot cancel jobs".into())),
         (_, Role::Driver) => Ok(Mover::Driver),
         (_, Role::Customer) => Err(ApiError::Forbidden(
             "customers cannot move jobs; to cancel, use /cancel".into(),
@@ -86,12 +89,18 @@ pub async fn change(
         .ok_or_else(not_found)?;
     let actor = Some(user);
     let (after, closed_offer) = match change {
-        Change::Cancel | Change::Move(_) => {
+        Change::Cancel { .. } | Change::Move(_) => {
             let mover = mover_for(caller, change)?;
-            let to = match change {
-                Change::Move(to) => to,
-                _ => JobStatus::Cancelled,
+            let (to, refund_cents) = match change {
+                Change::Move(to) => (to, None),
+                Change::Cancel { refund_cents } => (JobStatus::Cancelled, refund_cents),
+                Change::Assign { .. } => unreachable!("handled below"),
             };
+            if refund_cents.is_some() && mover != Mover::Dispatcher {
+                return Err(ApiError::Forbidden(
+                    "only dispatchers choose a refund".into(),
+                ));
+            }
             if to == JobStatus::Assigned {
                 return Err(ApiError::BadRequest(
                     "to assign a driver, use /api/jobs/{id}/assign".into(),
@@ -102,15 +111,28 @@ pub async fn change(
                 if !before.status.may_move(to, mover) {
                     return Err(illegal(before.status, to));
                 }
+                let refund = if to == JobStatus::Cancelled {
+                    refund_for(state, &before, mover, refund_cents).await?
+                } else {
+                    Refund::Full
+                };
                 let event = JobEvent {
                     from: Some(before.status),
                     to,
                     actor,
                     reason: None,
                 };
-                match jobs::move_status(&state.db, id, before.status, before.driver_id, event, now)
-                    .await?
-                {
+                let written = jobs::move_status(
+                    &state.db,
+                    id,
+                    before.status,
+                    before.driver_id,
+                    event,
+                    refund,
+                    now,
+                )
+                .await?;
+                match written {
                     Written::Done(job, closed) => break (job, closed),
                     // Changed meanwhile (a driver accepted the offer as the customer cancelled):
                     // the move is judged again against the job as it is now.
@@ -147,6 +169,47 @@ pub async fn change(
     };
     publish(state, Some(&before), &after, closed_offer, now).await;
     Ok(after)
+}
+
+/// What a cancellation of `job` refunds, if it was paid: everything before the driver set
+/// off; after that, what a dispatcher chose (a customer cannot cancel then: the money is for
+/// a dispatcher to decide).
+async fn refund_for(
+    state: &AppState,
+    job: &Job,
+    mover: Mover,
+    refund_cents: Option<i64>,
+) -> Result<Refund, ApiError> {
+    let set_off = matches!(job.status, JobStatus::EnRoute | JobStatus::Arrived);
+    let paid = payments::by_job(&state.db, job.id)
+        .await?
+        .filter(|p| p.status == PaymentStatus::Succeeded);
+    let Some(paid) = paid else {
+        if refund_cents.is_some() {
+            return Err(ApiError::BadRequest(
+                "refund_cents: this job has no payment to refund".into(),
+            ));
+        }
+        return Ok(Refund::Full);
+    };
+    let left = paid.amount_cents - paid.refunded_cents;
+    match (set_off, refund_cents) {
+        (_, Some(cents)) if !(0..=left).contains(&cents) => Err(ApiError::BadRequest(format!(
+            "refund_cents must be between 0 and {left}"
+        ))),
+        (false, None) => Ok(Refund::Full),
+        (false, Some(cents)) if cents == left => Ok(Refund::Full),
+        (false, Some(_)) => Err(ApiError::BadRequest(format!(
+            "before the driver sets off the refund is always in full ({left} cents)"
+        ))),
+        (true, Some(cents)) => Ok(Refund::Cents(cents)),
+        (true, None) if mover == Mover::Dispatcher => Err(ApiError::BadRequest(
+            "refund_cents is required: the driver has set off, choose how much to refund".into(),
+        )),
+        (true, None) => Err(ApiError::Conflict(
+            "your driver is on the way; please contact us to cancel".into(),
+        )),
+    }
 }
 
 /// Why an offer answer was refused, as an API error.
@@ -212,8 +275,8 @@ fn tell_offer_closed(hub: &Hub, closed: ClosedOffer) {
 }
 
 /// Tells everyone who follows the job, after the change is stored: rooms, the map, the drivers
-/// involved, the matcher.
-async fn publish(
+/// involved, the matcher, and the outbox worker when money may have to move.
+pub(crate) async fn publish(
     state: &AppState,
     before: Option<&Job>,
     job: &Job,
@@ -221,6 +284,9 @@ async fn publish(
     at: DateTime<Utc>,
 ) {
     let hub = &state.hub;
+    if job.status.is_final() {
+        state.outbox.do_send(WakeOutbox);
+    }
     let was_dispatching = before.map(|b| b.status) == Some(JobStatus::Dispatching);
     let dispatching = job.status == JobStatus::Dispatching;
     if dispatching && !was_dispatching {

@@ -14,6 +14,7 @@ use crate::domain::Role;
 use crate::domain::text::bounded_text;
 use crate::http::{ApiError, ErrorBody, pagination};
 use crate::jobs::{self, Change};
+use crate::payments::{self, JobWithPayment};
 use crate::state::AppState;
 use crate::storage::jobs::{self as job_store, JobScope, NewJob};
 
@@ -36,6 +37,15 @@ pub struct CreateJobRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct StatusRequest {
     pub status: JobStatus,
+}
+
+/// An optional body of `/cancel`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Dispatchers only, for a paid job whose driver has set off (`en_route`, `arrived`): how
+    /// much of the payment goes back, 0 to what is left. Before that the refund is always full.
+    pub refund_cents: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -65,7 +75,8 @@ fn text_field(name: &str, value: &str, max: usize, required: bool) -> Result<Str
     bounded_text(name, value, max, required, &['\n', '\t']).map_err(ApiError::BadRequest)
 }
 
-/// Books a pickup (customers). Until payments exist, a new job goes straight to `dispatching`.
+/// Books a pickup (customers). With payments on, the job waits in `pending_payment` until its
+/// PaymentIntent succeeds; with payments off it goes straight to `dispatching`.
 #[utoipa::path(
     tag = "jobs",
     security(("bearer" = [])),
@@ -109,7 +120,11 @@ pub async fn create_job(
     let customer_id = UserId::from_uuid(customer.caller.user_id);
     let new = NewJob {
         customer: customer_id,
-        status: JobStatus::Dispatching,
+        status: if state.stripe.is_some() {
+            JobStatus::PendingPayment
+        } else {
+            JobStatus::Dispatching
+        },
         address,
         lat: at.lat(),
         lng: at.lng(),
@@ -142,7 +157,7 @@ async fn visible_job(state: &AppState, caller: &Caller, id: Uuid) -> Result<Job,
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
-        (status = 200, body = Job),
+        (status = 200, body = JobWithPayment),
         (status = 400, description = "Not a UUID", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, description = "No such job, or not the caller's", body = ErrorBody),
@@ -154,7 +169,8 @@ pub async fn get_job(
     caller: Caller,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(visible_job(&state, &caller, id.into_inner()).await?))
+    let job = visible_job(&state, &caller, id.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(payments::with_payment(&state, job).await?))
 }
 
 /// Jobs, newest first: customers see theirs, drivers theirs, dispatchers all.
@@ -185,17 +201,22 @@ pub async fn list_jobs(
     Ok(HttpResponse::Ok().json(JobPage { jobs, next_cursor }))
 }
 
-/// Cancels a job (its customer, dispatchers) before the work starts.
+/// Cancels a job (its customer, dispatchers) before the work starts. A paid job is refunded in
+/// full before its driver sets off; after that a dispatcher chooses `refund_cents` (a customer
+/// cannot cancel a paid job then: 409). The refund goes out through the outbox; the job's
+/// `payment` shows it.
 #[utoipa::path(
     tag = "jobs",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Job id")),
+    request_body(content = CancelRequest, description = "Optional: no body cancels with the default refund"),
     responses(
-        (status = 200, body = Job),
+        (status = 200, body = JobWithPayment),
+        (status = 400, description = "Invalid refund_cents", body = ErrorBody),
         (status = 401, body = ErrorBody),
-        (status = 403, description = "Drivers cannot cancel", body = ErrorBody),
+        (status = 403, description = "Drivers cannot cancel; only dispatchers choose a refund", body = ErrorBody),
         (status = 404, description = "No such job, or not the caller's", body = ErrorBody),
-        (status = 409, description = "Too late to cancel (in progress or final)", body = ErrorBody),
+        (status = 409, description = "Too late to cancel (in progress or final), or a paid job's driver is on the way", body = ErrorBody),
     )
 )]
 #[post("/api/jobs/{id}/cancel")]
@@ -203,10 +224,20 @@ pub async fn cancel_job(
     state: web::Data<AppState>,
     caller: Caller,
     id: web::Path<Uuid>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let id = JobId::from_uuid(id.into_inner());
-    let job = jobs::change(&state, id, Change::Cancel, &caller).await?;
-    Ok(HttpResponse::Ok().json(job))
+    // The body is optional, so it is read by hand: an empty one is the default, a bad one an
+    // error (actix's optional extractor would silently drop it).
+    let request: CancelRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CancelRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid request: {e}")))?
+    };
+    let refund_cents = request.refund_cents;
+    let job = jobs::change(&state, id, Change::Cancel { refund_cents }, &caller).await?;
+    Ok(HttpResponse::Ok().json(payments::with_payment(&state, job).await?))
 }
 
 /// Moves a job on: its driver through `en_route`, `arrived`, `in_progress`, `completed` in order;

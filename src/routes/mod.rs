@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod me;
 pub mod offers;
 pub mod ops;
+pub mod payments;
 pub mod service_area;
 
 /// Registers every route.
@@ -32,6 +33,11 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(jobs::cancel_job)
         .service(jobs::move_job)
         .service(jobs::assign_job)
+        .service(payments::payment_intent)
+        .service(payments::stripe_webhook)
+        .service(payments::connect_account)
+        .service(payments::list_outbox)
+        .service(payments::retry_outbox)
         .service(offers::accept_offer)
         .service(offers::decline_offer)
         .service(drivers::set_availability)

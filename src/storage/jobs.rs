@@ -77,6 +77,17 @@ impl TryFrom<JobRow> for Job {
     }
 }
 
+impl JobRow {
+    pub(super) fn id(&self) -> JobId {
+        JobId::from_uuid(self.job_id)
+    }
+
+    pub(super) fn status(&self) -> Result<JobStatus, sqlx::Error> {
+        JobStatus::parse(&self.status)
+            .ok_or_else(|| sqlx::Error::Decode(format!("jobs.status = {:?}", self.status).into()))
+    }
+}
+
 fn into_job(row: Option<JobRow>) -> Result<Option<Job>, sqlx::Error> {
     row.map(Job::try_from).transpose()
 }
@@ -172,18 +183,34 @@ pub async fn insert(
     Job::try_from(row)
 }
 
+/// How much of a job's payment a cancellation gives back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refund {
+    /// Everything not refunded yet (a cancellation before the driver set off).
+    Full,
+    /// This much, at most what is left (chosen by a dispatcher).
+    Cents(i64),
+}
+
 /// Moves the job from `from` to `event.to` and records the event, in one transaction, only if
 /// it is still in `from` with `driver` (the state the move was allowed for: a job released and
 /// given to another driver in between has the same status but is no longer the mover's). Going
-/// back to `dispatching` releases the driver.
+/// back to `dispatching` releases the driver. Money follows in the same transaction, as outbox
+/// rows: a paid job that completes owes its driver the payout; a paid job cancelled gets
+/// `refund`.
 pub async fn move_status(
     db: &Db,
     id: JobId,
     from: JobStatus,
     driver: Option<DriverId>,
     event: JobEvent<'_>,
+    refund: Refund,
     now: DateTime<Utc>,
 ) -> Result<Written, sqlx::Error> {
+    use super::outbox::{self, NewEntry, OutboxKind};
+    const PAID: &str = "SELECT p.amount_cents - p.refunded_cents, c.payouts_enabled \
+         FROM payments p LEFT JOIN connect_accounts c ON c.driver_id = $2 \
+         WHERE p.job_id = $1 AND p.status = 'succeeded'";
     const SQL: &str = concat!(
         "UPDATE jobs SET status = $3, updated_at = $4, ",
         "driver_id = CASE WHEN $3 = 'dispatching' THEN NULL ELSE driver_id END ",
@@ -210,6 +237,44 @@ pub async fn move_status(
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            let money_moves = matches!(event.to, JobStatus::Completed | JobStatus::Cancelled);
+            let paid: Option<(i64, Option<bool>)> = if money_moves {
+                sqlx::query_as(PAID)
+                    .bind(id.as_uuid())
+                    .bind(driver.map(|d| d.as_uuid()))
+                    .fetch_optional(&mut *tx)
+                    .await?
+            } else {
+                None
+            };
+            if let (Some((_, payable)), JobStatus::Completed, Some(job)) = (paid, event.to, &row)
+                && job.driver_payout_cents > 0
+            {
+                outbox::insert_in!(tx, NewEntry {
+                    kind: OutboxKind::Transfer,
+                    job: id,
+                    driver,
+                    amount_cents: job.driver_payout_cents,
+                    idempotency_key: outbox::key(id, "payout"),
+                    pending: payable == Some(true),
+                }, now);
+            }
+            if let (Some((left, _)), JobStatus::Cancelled) = (paid, event.to) {
+                let amount = match refund {
+                    Refund::Full => left,
+                    Refund::Cents(cents) => cents.min(left),
+                };
+                if amount > 0 {
+                    outbox::insert_in!(tx, NewEntry {
+                        kind: OutboxKind::Refund,
+                        job: id,
+                        driver: None,
+                        amount_cents: amount,
+                        idempotency_key: outbox::key(id, "refund-cancel"),
+                        pending: true,
+                    }, now);
+                }
+            }
             if from == JobStatus::Dispatching {
                 let reason = if event.to == JobStatus::Cancelled {
                     OfferClosedReason::Cancelled

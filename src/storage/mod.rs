@@ -19,6 +19,8 @@ pub mod auth_codes;
 pub mod devices;
 pub mod jobs;
 pub mod offers;
+pub mod outbox;
+pub mod payments;
 pub mod positions;
 pub mod users;
 

@@ -10,7 +10,7 @@ use crate::support::ws::WsClient;
 use crate::support::{Backend, Env, Reply, TestApp, TestDatabase, spawn_app_on};
 
 /// Where the scenarios' jobs are.
-const DOWNTOWN_MIAMI: (f64, f64) = (25.7747, -80.1963);
+pub(crate) const DOWNTOWN_MIAMI: (f64, f64) = (25.7747, -80.1963);
 const FORT_LAUDERDALE: (f64, f64) = (26.1224, -80.1373);
 const BOCA_RATON: (f64, f64) = (26.3683, -80.1289);
 /// In the Atlantic, east of Fort Lauderdale: outside every county.
@@ -19,31 +19,31 @@ const WEST_PALM_BEACH: (f64, f64) = (26.7153, -80.0534);
 /// Degrees of latitude per kilometre.
 const KM: f64 = 1.0 / 111.195;
 
-fn north_of((lat, lng): (f64, f64), km: f64) -> (f64, f64) {
+pub(crate) fn north_of((lat, lng): (f64, f64), km: f64) -> (f64, f64) {
     (lat + km * KM, lng)
 }
 
-fn env() -> Env {
+pub(crate) fn env() -> Env {
     Env::default()
         .set("ADMIN_SEED_SECRET", "seed-secret")
         .set("DISPATCH_TICK_MS", "20")
 }
 
-struct Office {
-    admin: String,
-    customer: String,
+pub(crate) struct Office {
+    pub(crate) admin: String,
+    pub(crate) customer: String,
     /// The dispatcher's socket, on the whole map.
-    map: WsClient,
+    pub(crate) map: WsClient,
     next_phone: u32,
 }
 
-struct Driver {
-    id: String,
-    token: String,
-    ws: WsClient,
+pub(crate) struct Driver {
+    pub(crate) id: String,
+    pub(crate) token: String,
+    pub(crate) ws: WsClient,
 }
 
-async fn office(app: &TestApp) -> Office {
+pub(crate) async fn office(app: &TestApp) -> Office {
     let admin = app
         .seed_admin("ops@goumuve.com", "correct horse battery")
         .await;
@@ -64,7 +64,12 @@ async fn office(app: &TestApp) -> Office {
 impl Office {
     /// The office of `admin` on `app`, watching the map; its drivers' phones count from
     /// `first_phone`.
-    async fn on(app: &TestApp, admin: String, customer: String, first_phone: u32) -> Office {
+    pub(crate) async fn on(
+        app: &TestApp,
+        admin: String,
+        customer: String,
+        first_phone: u32,
+    ) -> Office {
         Office {
             map: app.map_watcher(&admin).await,
             admin,
@@ -74,7 +79,7 @@ impl Office {
     }
 
     /// A driver account, approved or not, connected.
-    async fn driver(&mut self, app: &TestApp, approved: bool) -> Driver {
+    pub(crate) async fn driver(&mut self, app: &TestApp, approved: bool) -> Driver {
         self.next_phone += 1;
         let user = app
             .create_user(
@@ -98,7 +103,7 @@ impl Office {
     }
 
     /// A driver who is approved, available and reporting from `at`, seen on the map.
-    async fn free_driver(&mut self, app: &TestApp, at: (f64, f64)) -> Driver {
+    pub(crate) async fn free_driver(&mut self, app: &TestApp, at: (f64, f64)) -> Driver {
         let mut driver = self.driver(app, true).await;
         driver.set_available(true).await;
         driver.report(at).await;
@@ -107,7 +112,7 @@ impl Office {
     }
 
     /// Waits until the map shows the driver's latest report (so the geo index has it).
-    async fn await_on_map(&mut self, driver_id: &str) {
+    pub(crate) async fn await_on_map(&mut self, driver_id: &str) {
         self.map
             .next_matching(|frame| {
                 frame["type"] == "map.delta"
@@ -118,7 +123,7 @@ impl Office {
             .await;
     }
 
-    async fn book(&self, app: &TestApp, at: (f64, f64)) -> Value {
+    pub(crate) async fn book(&self, app: &TestApp, at: (f64, f64)) -> Value {
         book(app, &self.customer, at, None)
             .await
             .assert_status(201)
@@ -146,7 +151,7 @@ async fn book(
 }
 
 impl Driver {
-    async fn set_available(&mut self, available: bool) {
+    pub(crate) async fn set_available(&mut self, available: bool) {
         self.ws
             .send_json(json!({ "type": "availability", "available": available, "id": "avail" }))
             .await;
@@ -157,18 +162,18 @@ impl Driver {
         assert_eq!(reply["type"], "ack", "{reply}");
     }
 
-    async fn report(&mut self, (lat, lng): (f64, f64)) {
+    pub(crate) async fn report(&mut self, (lat, lng): (f64, f64)) {
         self.ws
             .send_json(json!({ "type": "location", "lat": lat, "lng": lng }))
             .await;
     }
 
-    async fn next_offer(&mut self) -> Value {
+    pub(crate) async fn next_offer(&mut self) -> Value {
         self.ws.next_of_type("offer").await
     }
 
     /// Everything the engine sent this driver until now (an acknowledged no-op marks "now").
-    async fn frames_so_far(&mut self) -> Vec<Value> {
+    pub(crate) async fn frames_so_far(&mut self) -> Vec<Value> {
         let marker = uuid::Uuid::new_v4().to_string();
         self.ws
             .send_json(
@@ -186,7 +191,7 @@ impl Driver {
     }
 
     /// Asserts that no frame of `kind` reached this driver since the last frame read.
-    async fn assert_none_of(&mut self, kind: &str) {
+    pub(crate) async fn assert_none_of(&mut self, kind: &str) {
         let frames = self.frames_so_far().await;
         assert!(
             !frames.iter().any(|f| f["type"] == kind),
@@ -195,26 +200,26 @@ impl Driver {
     }
 
     /// Asserts that no offer reached this driver since the last frame read.
-    async fn assert_no_offer(&mut self) {
+    pub(crate) async fn assert_no_offer(&mut self) {
         self.assert_none_of("offer").await;
     }
 
-    async fn accept(&self, app: &TestApp, offer_id: &str) -> Reply {
+    pub(crate) async fn accept(&self, app: &TestApp, offer_id: &str) -> Reply {
         let path = format!("/api/offers/{offer_id}/accept");
         app.post(&path, Some(&self.token), json!({})).await
     }
 
-    async fn decline(&self, app: &TestApp, offer_id: &str) -> Reply {
+    pub(crate) async fn decline(&self, app: &TestApp, offer_id: &str) -> Reply {
         let path = format!("/api/offers/{offer_id}/decline");
         app.post(&path, Some(&self.token), json!({})).await
     }
 }
 
-fn offer_id(offer: &Value) -> String {
+pub(crate) fn offer_id(offer: &Value) -> String {
     offer["offer_id"].as_str().unwrap().to_owned()
 }
 
-fn job_id(job: &Value) -> String {
+pub(crate) fn job_id(job: &Value) -> String {
     job["id"].as_str().unwrap().to_owned()
 }
 
@@ -229,7 +234,7 @@ async fn offer_status(app: &TestApp, offer_id: &str) -> String {
 }
 
 /// The job's events as `from>to` strings, oldest first.
-async fn trail(app: &TestApp, job_id: &str) -> Vec<String> {
+pub(crate) async fn trail(app: &TestApp, job_id: &str) -> Vec<String> {
     umuve_dispatch::storage::jobs::events(&app.db, job_id.parse().unwrap())
         .await
         .unwrap()

@@ -10,5 +10,6 @@ mod auth_sms;
 mod dispatch;
 mod http_errors;
 mod openapi;
+mod payments;
 mod realtime;
 mod tokens;

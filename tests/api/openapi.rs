@@ -38,6 +38,11 @@ const EXPECTED: &[(&str, &str)] = &[
     ("PUT", "/api/drivers/me/availability"),
     ("GET", "/api/drivers/nearby"),
     ("GET", "/api/drivers/live"),
+    ("POST", "/api/jobs/{id}/payment-intent"),
+    ("POST", "/api/webhooks/stripe"),
+    ("POST", "/api/drivers/me/connect-account"),
+    ("GET", "/api/admin/outbox"),
+    ("POST", "/api/admin/outbox/{id}/retry"),
 ];
 
 #[actix_web::test]

@@ -11,7 +11,7 @@ use crate::ids::{DriverId, JobId, UserId};
 
 /// Where a job stands. `pending_payment` → `dispatching` → `assigned` → `en_route` → `arrived`
 /// → `in_progress` → `completed`; `cancelled` from any state before `in_progress`;
-/// `payment_failed` from `pending_payment`.
+/// `payment_failed` from `pending_payment` (and back, or on to `dispatching` when a retry pays).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
@@ -95,7 +95,7 @@ impl JobStatus {
         let legal = matches!(
             (self, to),
             (PendingPayment, Dispatching | PaymentFailed | Cancelled)
-                | (PaymentFailed, PendingPayment | Cancelled)
+                | (PaymentFailed, PendingPayment | Dispatching | Cancelled)
                 | (Dispatching, Cancelled)
                 | (Assigned, EnRoute | Dispatching | Cancelled)
                 | (EnRoute, Arrived | Cancelled)
@@ -283,6 +283,16 @@ mod tests {
             assert!(!from.may_move(Cancelled, Mover::Dispatcher), "{from:?}");
         }
         assert!(!Dispatching.may_move(Completed, Mover::Customer));
+    }
+
+    #[test]
+    fn a_paid_job_never_goes_back_to_waiting_for_payment() {
+        assert!(PendingPayment.may_move(Dispatching, Mover::Engine));
+        assert!(PaymentFailed.may_move(Dispatching, Mover::Engine));
+        for from in [Dispatching, Assigned, EnRoute, Completed, Cancelled] {
+            assert!(!from.may_move(PaymentFailed, Mover::Engine), "{from:?}");
+            assert!(!from.may_move(PendingPayment, Mover::Engine), "{from:?}");
+        }
     }
 
     #[test]

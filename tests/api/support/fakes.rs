@@ -1,4 +1,4 @@
-//! Fake Twilio, Resend, SendGrid and Apple key-set servers: one real HTTP server on 127.0.0.1
+//! Fake Twilio, Resend, SendGrid, Stripe and Apple key-set servers: one real HTTP server on 127.0.0.1
 //! that answers like the providers do, checks credentials, and hands every message it receives
 //! to the test through a channel (so tests await messages instead of sleeping).
 
@@ -12,6 +12,8 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use base64::Engine;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
+
+use super::fake_stripe::{self, FakeStripe};
 
 pub const TWILIO_SID: &str = "AC00000000000000000000000000000001";
 pub const TWILIO_TOKEN: &str = "twilio-test-token";
@@ -77,8 +79,12 @@ struct State {
     jwks_fetches: AtomicU32,
 }
 
+/// The fake Stripe as the server's shared state.
+pub struct SharedStripe(pub Arc<FakeStripe>);
+
 pub struct FakeServices {
     pub base_url: String,
+    pub stripe: Arc<FakeStripe>,
     state: Arc<State>,
     sms: Mutex<mpsc::UnboundedReceiver<ReceivedSms>>,
     emails: Mutex<mpsc::UnboundedReceiver<ReceivedEmail>>,
@@ -217,9 +223,13 @@ impl FakeServices {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let data = web::Data::from(state.clone());
+        let stripe = Arc::new(FakeStripe::default());
+        let stripe_data = web::Data::new(SharedStripe(stripe.clone()));
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .app_data(stripe_data.clone())
+                .route("/v1/{resource}", web::post().to(fake_stripe::create))
                 .route(
                     "/2010-04-01/Accounts/{sid}/Messages.json",
                     web::post().to(twilio_messages),
@@ -237,6 +247,7 @@ impl FakeServices {
         actix_web::rt::spawn(server);
         Self {
             base_url,
+            stripe,
             state,
             sms: Mutex::new(sms_rx),
             emails: Mutex::new(email_rx),

@@ -4,6 +4,7 @@
 
 pub mod apple_keys;
 pub mod database;
+pub mod fake_stripe;
 pub mod fakes;
 pub mod ws;
 
@@ -64,9 +65,10 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub clock: ManualClock,
-    pub fakes: FakeServices,
+    pub fakes: Arc<FakeServices>,
     pub db: Db,
     pub hub: umuve_actors::realtime::hub::Hub,
+    state: actix_web::web::Data<umuve_dispatch::state::AppState>,
     handle: ServerHandle,
     running: Option<actix_web::rt::task::JoinHandle<std::io::Result<()>>>,
     _database: TestDatabase,
@@ -149,9 +151,18 @@ pub async fn spawn_app_with(backend: Backend, env: Env) -> TestApp {
 
 /// An engine on an existing database (a restart).
 pub async fn spawn_app_on(database: TestDatabase, env: Env) -> TestApp {
+    spawn_app_with_fakes(database, env, Arc::new(FakeServices::start().await)).await
+}
+
+/// An engine on an existing database talking to existing fake services (a restart that the
+/// outside world sees as the same engine coming back).
+pub async fn spawn_app_with_fakes(
+    database: TestDatabase,
+    env: Env,
+    fakes: Arc<FakeServices>,
+) -> TestApp {
     init_test_logging();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let fakes = FakeServices::start().await;
 
     let mut vars: HashMap<String, String> = [
         ("APP_ENV", "development".to_owned()),
@@ -181,6 +192,11 @@ pub async fn spawn_app_on(database: TestDatabase, env: Env) -> TestApp {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     vars.extend(env.0);
+    if vars.contains_key("STRIPE_SECRET_KEY") {
+        // Payments on: Stripe is the fake on this test's server.
+        vars.entry("STRIPE_API_BASE".into())
+            .or_insert_with(|| fakes.base_url.clone());
+    }
     let settings = Settings::from_lookup(|name| vars.get(name).cloned())
         .expect("test settings are valid")
         .settings;
@@ -194,7 +210,8 @@ pub async fn spawn_app_on(database: TestDatabase, env: Env) -> TestApp {
     let app = Application::build_with(settings, db.clone(), Arc::new(clock.clone()), listener)
         .await
         .expect("the engine builds");
-    let hub = app.state().hub.clone();
+    let state = app.state();
+    let hub = state.hub.clone();
     let address = format!("http://{}", app.local_addr());
     let handle = app.handle();
     let running = actix_web::rt::spawn(app.run_until_stopped());
@@ -209,6 +226,7 @@ pub async fn spawn_app_on(database: TestDatabase, env: Env) -> TestApp {
         fakes,
         db,
         hub,
+        state,
         handle,
         running: Some(running),
         _database: database,
@@ -220,6 +238,7 @@ impl Drop for TestApp {
         // Sends the stop command now; the returned future only waits for completion.
         drop(self.handle.stop(false));
         self.hub.stop();
+        self.state.stop_workers();
     }
 }
 
