@@ -104,6 +104,9 @@ pub struct EmailSettings {
 pub struct StripeSettings {
     pub secret_key: Option<SecretString>,
     pub webhook_secret: Option<SecretString>,
+    /// `STRIPE_CONNECT_WEBHOOK_SECRET`: the signing secret of the Connect endpoint, which is
+    /// where Stripe sends connected accounts' events (`account.updated`).
+    pub connect_webhook_secret: Option<SecretString>,
     pub api_base: Url,
 }
 
@@ -490,6 +493,7 @@ impl Settings {
         let stripe = StripeSettings {
             secret_key: r.secret("STRIPE_SECRET_KEY"),
             webhook_secret: r.secret("STRIPE_WEBHOOK_SECRET"),
+            connect_webhook_secret: r.secret("STRIPE_CONNECT_WEBHOOK_SECRET"),
             api_base: r.url("STRIPE_API_BASE", "https://api.stripe.com"),
         };
         if stripe.secret_key.is_some() && stripe.webhook_secret.is_none() {

@@ -74,6 +74,12 @@ pub async fn payment_intent(
         .await?
         .filter(|job| job.customer_id == customer)
         .ok_or_else(|| ApiError::NotFound("no such job".into()))?;
+    if job.status.is_final() {
+        return Err(ApiError::Conflict(format!(
+            "this job is {}; it cannot be paid",
+            job.status.as_str()
+        )));
+    }
     let payment = match payments::by_job(&state.db, id).await? {
         Some(payment) => payment,
         None => {
@@ -198,21 +204,37 @@ pub async fn handle_webhook(
     signature: Option<&str>,
 ) -> Result<Handled, ApiError> {
     use secrecy::ExposeSecret;
-    let secret = state
-        .settings
-        .stripe
-        .webhook_secret
-        .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("Stripe webhooks are not configured".into()))?;
+    let stripe = &state.settings.stripe;
+    // The platform's endpoint and the Connect endpoint (connected accounts' events) each sign
+    // with their own secret; both may point here.
+    let secrets: Vec<&str> = [&stripe.webhook_secret, &stripe.connect_webhook_secret]
+        .into_iter()
+        .flatten()
+        .map(|secret| secret.expose_secret())
+        .collect();
+    if secrets.is_empty() {
+        return Err(ApiError::Unavailable(
+            "Stripe webhooks are not configured".into(),
+        ));
+    }
     let signature = signature
         .ok_or_else(|| ApiError::BadRequest("the Stripe-Signature header is missing".into()))?;
-    let event = Webhook::construct_event_with_timestamp(
-        payload,
-        signature,
-        secret.expose_secret(),
-        state.clock.now().timestamp(),
-    )
-    .map_err(refused_event)?;
+    let now = state.clock.now().timestamp();
+    let mut refusal = None;
+    let mut verified = None;
+    for secret in secrets {
+        match Webhook::construct_event_with_timestamp(payload, signature, secret, now) {
+            Ok(event) => {
+                verified = Some(event);
+                break;
+            }
+            // A matching signature with a stale time or a bad body says more than a mismatch.
+            Err(WebhookError::BadSignature) if refusal.is_some() => {}
+            Err(error) => refusal = Some(error),
+        }
+    }
+    let event =
+        verified.ok_or_else(|| refused_event(refusal.unwrap_or(WebhookError::BadSignature)))?;
     let verified = VerifiedEvent {
         id: event.id.to_string(),
         event_type: event.type_.as_str().to_owned(),

@@ -82,6 +82,14 @@ impl JobRow {
         JobId::from_uuid(self.job_id)
     }
 
+    pub(super) fn driver(&self) -> Option<DriverId> {
+        self.driver_id.map(DriverId::from_uuid)
+    }
+
+    pub(super) fn driver_payout_cents(&self) -> i64 {
+        self.driver_payout_cents
+    }
+
     pub(super) fn status(&self) -> Result<JobStatus, sqlx::Error> {
         JobStatus::parse(&self.status)
             .ok_or_else(|| sqlx::Error::Decode(format!("jobs.status = {:?}", self.status).into()))
@@ -208,9 +216,8 @@ pub async fn move_status(
     now: DateTime<Utc>,
 ) -> Result<Written, sqlx::Error> {
     use super::outbox::{self, NewEntry, OutboxKind};
-    const PAID: &str = "SELECT p.amount_cents - p.refunded_cents, c.payouts_enabled \
-         FROM payments p LEFT JOIN connect_accounts c ON c.driver_id = $2 \
-         WHERE p.job_id = $1 AND p.status = 'succeeded'";
+    const PAID: &str = "SELECT amount_cents - refunded_cents FROM payments \
+         WHERE job_id = $1 AND status = 'succeeded'";
     const SQL: &str = concat!(
         "UPDATE jobs SET status = $3, updated_at = $4, ",
         "driver_id = CASE WHEN $3 = 'dispatching' THEN NULL ELSE driver_id END ",
@@ -238,16 +245,17 @@ pub async fn move_status(
                 .execute(&mut *tx)
                 .await?;
             let money_moves = matches!(event.to, JobStatus::Completed | JobStatus::Cancelled);
-            let paid: Option<(i64, Option<bool>)> = if money_moves {
-                sqlx::query_as(PAID)
+            let paid: Option<i64> = if money_moves {
+                sqlx::query_scalar(PAID)
                     .bind(id.as_uuid())
-                    .bind(driver.map(|d| d.as_uuid()))
                     .fetch_optional(&mut *tx)
                     .await?
             } else {
                 None
             };
-            if let (Some((_, payable)), JobStatus::Completed, Some(job)) = (paid, event.to, &row)
+            // Written as due: the worker decides whether the driver can be paid yet, reading
+            // their account when it runs (a read here could miss an account enabled meanwhile).
+            if let (Some(_), JobStatus::Completed, Some(job)) = (paid, event.to, &row)
                 && job.driver_payout_cents > 0
             {
                 outbox::insert_in!(tx, NewEntry {
@@ -256,10 +264,10 @@ pub async fn move_status(
                     driver,
                     amount_cents: job.driver_payout_cents,
                     idempotency_key: outbox::key(id, "payout"),
-                    pending: payable == Some(true),
+                    pending: true,
                 }, now);
             }
-            if let (Some((left, _)), JobStatus::Cancelled) = (paid, event.to) {
+            if let (Some(left), JobStatus::Cancelled) = (paid, event.to) {
                 let amount = match refund {
                     Refund::Full => left,
                     Refund::Cents(cents) => cents.min(left),

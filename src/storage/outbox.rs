@@ -323,7 +323,8 @@ pub async fn claim_due(
     Ok(due)
 }
 
-/// Done: Stripe made `stripe_id`. A refund also adds up on the job's payment.
+/// Done: Stripe made `stripe_id`. A sent refund adds to the payment's refunded total (at most
+/// the amount paid; Stripe's own `charge.refunded` figure only ever raises it).
 pub async fn mark_sent(
     db: &Db,
     id: Uuid,
@@ -332,25 +333,21 @@ pub async fn mark_sent(
 ) -> Result<(), sqlx::Error> {
     const SENT: &str = "UPDATE outbox SET state = 'sent', stripe_id = $2, last_error = NULL, \
          locked_until = NULL, updated_at = $3 WHERE outbox_id = $1 AND state = 'pending' \
-         RETURNING job_id, kind";
-    // The payment's refunded total never shrinks: Stripe's own figure (charge.refunded) may
-    // already be ahead of the refunds sent from here.
+         RETURNING job_id, kind, amount_cents";
     const REFUNDED: &str = "UPDATE payments SET refunded_cents = CASE \
-         WHEN s.total > refunded_cents THEN s.total ELSE refunded_cents END, updated_at = $2 \
-         FROM (SELECT COALESCE(SUM(amount_cents), 0) AS total FROM outbox \
-               WHERE job_id = $1 AND kind = 'refund' AND state = 'sent') AS s \
-         WHERE job_id = $1";
+         WHEN refunded_cents + $2 > amount_cents THEN amount_cents \
+         ELSE refunded_cents + $2 END, updated_at = $3 WHERE job_id = $1";
     in_write_transaction!(db, tx => {
-        let sent: Option<(Uuid, String)> = sqlx::query_as(SENT)
+        let sent: Option<(Uuid, String, i64)> = sqlx::query_as(SENT)
             .bind(id)
             .bind(stripe_id)
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
-        if let Some((job, kind)) = sent
+        if let Some((job, kind, amount)) = sent
             && kind == OutboxKind::Refund.as_str()
         {
-            sqlx::query(REFUNDED).bind(job).bind(now).execute(&mut *tx).await?;
+            sqlx::query(REFUNDED).bind(job).bind(amount).bind(now).execute(&mut *tx).await?;
         }
     });
     Ok(())
@@ -382,7 +379,12 @@ pub async fn mark(
     refused: bool,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    const SQL: &str = "UPDATE outbox SET state = $2, last_error = $3, refused = $5, \
+    // `owed` only while the driver's account is still not payable: an `account.updated` that
+    // committed since the worker read the account released nothing (the row was not owed yet),
+    // so the row stays due instead.
+    const SQL: &str = "UPDATE outbox SET state = CASE WHEN $2 = 'owed' AND EXISTS \
+         (SELECT 1 FROM connect_accounts c WHERE c.driver_id = outbox.driver_id \
+         AND c.payouts_enabled) THEN 'pending' ELSE $2 END, last_error = $3, refused = $5, \
          locked_until = NULL, updated_at = $4 WHERE outbox_id = $1 AND state = 'pending'";
     on_pool!(db, pool => {
         sqlx::query(SQL)

@@ -321,7 +321,7 @@ pub async fn handle_event(
                     match job.as_ref().map(JobRow::status).transpose()? {
                         None => handled.outcome = "ignored: not a payment of this engine".into(),
                         Some(status) => {
-                            sqlx::query(
+                            let recorded = sqlx::query(
                                 "UPDATE payments SET status = 'succeeded', \
                                  charge_id = COALESCE($2, charge_id), last_error = NULL, \
                                  updated_at = $3 WHERE payment_intent_id = $1",
@@ -330,13 +330,23 @@ pub async fn handle_event(
                             .bind(charge)
                             .bind(now)
                             .execute(&mut *tx)
-                            .await?;
-                            match status {
-                                JobStatus::PendingPayment | JobStatus::PaymentFailed => {
+                            .await?
+                            .rows_affected();
+                            if recorded == 0 {
+                                // Paid through a PaymentIntent other than the job's own (found
+                                // by metadata only): nothing here accounts for that money.
+                                tracing::error!(payment_intent = %payment_intent, "a payment for a job through a PaymentIntent that is not the job's; refund it in Stripe's dashboard");
+                                handled.outcome =
+                                    "ignored: not the job's PaymentIntent (needs a person)".into();
+                                job = None;
+                            }
+                            match Some(status).filter(|_| recorded > 0) {
+                                None => {}
+                                Some(JobStatus::PendingPayment | JobStatus::PaymentFailed) => {
                                     to = Some((JobStatus::Dispatching, "payment_succeeded"));
                                     handled.outcome = "applied: job dispatching".into();
                                 }
-                                JobStatus::Cancelled => {
+                                Some(JobStatus::Cancelled) => {
                                     // Paid after the customer cancelled: the money goes back.
                                     let job_id = job.as_ref().map(|j| j.id()).expect("a job");
                                     let refunded: i64 = sqlx::query_scalar(
@@ -360,7 +370,27 @@ pub async fn handle_event(
                                     handled.outcome =
                                         "applied: paid after cancellation, full refund queued".into();
                                 }
-                                other => {
+                                Some(JobStatus::Completed) => {
+                                    // Completed before the payment was recorded (a
+                                    // dispatcher started it by hand): the driver's payout was
+                                    // not owed then; it is now.
+                                    let row = job.as_ref().expect("a job");
+                                    if row.driver_payout_cents() > 0 {
+                                        outbox::insert_in!(tx, outbox::NewEntry {
+                                            kind: OutboxKind::Transfer,
+                                            job: row.id(),
+                                            driver: row.driver(),
+                                            amount_cents: row.driver_payout_cents(),
+                                            idempotency_key: outbox::key(row.id(), "payout"),
+                                            pending: true,
+                                        }, now);
+                                        handled.outbox_changed = true;
+                                    }
+                                    handled.outcome =
+                                        "applied: payment recorded; job completed, payout queued"
+                                            .into();
+                                }
+                                Some(other) => {
                                     handled.outcome = format!(
                                         "applied: payment recorded; job already {}",
                                         other.as_str()

@@ -15,6 +15,8 @@ use tokio::sync::Notify;
 
 pub const STRIPE_KEY: &str = "sk_test_fake_0123456789";
 pub const WEBHOOK_SECRET: &str = "whsec_test_0123456789abcdef";
+/// The Connect endpoint's own signing secret (connected accounts' events).
+pub const CONNECT_WEBHOOK_SECRET: &str = "whsec_connect_test_0123456789";
 
 const PAYMENT_INTENT: &str = include_str!("../../data/stripe/payment_intent.json");
 const TRANSFER: &str = include_str!("../../data/stripe/transfer.json");
