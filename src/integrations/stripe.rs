@@ -12,11 +12,11 @@ use stripe_connect::account::{
     CreateAccount, CreateAccountCapabilities, CreateAccountCapabilitiesTransfers, CreateAccountType,
 };
 use stripe_connect::account_link::{CreateAccountLink, CreateAccountLinkType};
-use stripe_connect::transfer::CreateTransfer;
+use stripe_connect::transfer::{CreateTransfer, ListTransfer};
 use stripe_core::payment_intent::{
     CreatePaymentIntent, CreatePaymentIntentAutomaticPaymentMethods,
 };
-use stripe_core::refund::CreateRefund;
+use stripe_core::refund::{CreateRefund, ListRefund};
 use stripe_types::Currency;
 
 use crate::config::StripeSettings;
@@ -86,6 +86,17 @@ fn job_metadata(job_id: &str) -> HashMap<String, String> {
     HashMap::from([("job_id".to_owned(), job_id.to_owned())])
 }
 
+/// The metadata of a money movement: the job, and the outbox key that made it, by which a
+/// later attempt finds it (Stripe forgets idempotency keys after 24 hours).
+fn movement_metadata(job_id: &str, key: &str) -> HashMap<String, String> {
+    let mut metadata = job_metadata(job_id);
+    metadata.insert(OUTBOX_KEY.to_owned(), key.to_owned());
+    metadata
+}
+
+/// The metadata field naming the outbox entry that made a transfer or refund.
+const OUTBOX_KEY: &str = "outbox_key";
+
 impl StripeGateway {
     /// A client for the configured key and base URL; `None` when payments are off.
     pub fn new(settings: &StripeSettings) -> Result<Option<Self>, StripeError> {
@@ -145,7 +156,7 @@ impl StripeGateway {
             .amount(payout.amount_cents)
             .transfer_group(payout.job_id)
             .description(format!("Umuve payout, job {}", payout.job_id))
-            .metadata(job_metadata(payout.job_id));
+            .metadata(movement_metadata(payout.job_id, key));
         if let Some(charge) = payout.source_charge {
             // Funds come from this job's own charge, so the transfer does not wait on the
             // platform's available balance.
@@ -159,6 +170,49 @@ impl StripeGateway {
         Ok(transfer.id.to_string())
     }
 
+    /// The transfer an earlier attempt with `key` made for the job, if any (the job's transfer
+    /// group holds a handful at most).
+    pub async fn find_transfer(
+        &self,
+        job_id: &str,
+        key: &str,
+    ) -> Result<Option<String>, StripeFailure> {
+        let transfers = ListTransfer::new()
+            .transfer_group(job_id)
+            .limit(100)
+            .send(&self.client)
+            .await?;
+        Ok(transfers
+            .data
+            .into_iter()
+            .find(|t| t.metadata.get(OUTBOX_KEY).map(String::as_str) == Some(key))
+            .map(|t| t.id.to_string()))
+    }
+
+    /// The refund an earlier attempt with `key` made on the PaymentIntent, if any.
+    pub async fn find_refund(
+        &self,
+        payment_intent: &str,
+        key: &str,
+    ) -> Result<Option<String>, StripeFailure> {
+        let refunds = ListRefund::new()
+            .payment_intent(payment_intent)
+            .limit(100)
+            .send(&self.client)
+            .await?;
+        Ok(refunds
+            .data
+            .into_iter()
+            .find(|r| {
+                r.metadata
+                    .as_ref()
+                    .and_then(|m| m.get(OUTBOX_KEY))
+                    .map(String::as_str)
+                    == Some(key)
+            })
+            .map(|r| r.id.to_string()))
+    }
+
     /// Refunds part or all of a job's payment; returns the refund's id.
     pub async fn create_refund(
         &self,
@@ -170,7 +224,7 @@ impl StripeGateway {
         let refund = CreateRefund::new()
             .payment_intent(payment_intent)
             .amount(amount_cents)
-            .metadata(job_metadata(job_id))
+            .metadata(movement_metadata(job_id, key))
             .customize()
             .request_strategy(idempotent(key)?)
             .send(&self.client)

@@ -244,6 +244,15 @@ pub async fn handle_webhook(
     let now = state.clock.now();
     let handled = payments::handle_event(&state.db, &verified, now).await?;
     tracing::info!(event = %verified.id, kind = %verified.event_type, outcome = %handled.outcome, "Stripe event");
+    let result = if handled.repeat {
+        "repeat"
+    } else {
+        handled.outcome.split(':').next().unwrap_or("applied")
+    };
+    umuve_actors::realtime::metrics::METRICS
+        .stripe_webhooks
+        .with_label_values(&[verified.event_type.as_str(), result])
+        .inc();
     if let Some((before, after)) = &handled.job_change {
         publish(state, Some(before), after, None, now).await;
     }

@@ -135,6 +135,13 @@ fn later(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1))
 }
 
+fn counted(entry: &DueEntry, result: &str) {
+    umuve_actors::realtime::metrics::METRICS
+        .outbox_outcomes
+        .with_label_values(&[entry.kind.as_str(), result])
+        .inc();
+}
+
 /// One row: the Stripe call, then its outcome recorded.
 async fn carry_out(
     db: &Db,
@@ -161,9 +168,12 @@ async fn carry_out(
                         destination: account,
                         source_charge: entry.charge_id.as_deref(),
                     };
-                    stripe
-                        .create_transfer(&payout, &entry.idempotency_key)
-                        .await
+                    let key = &entry.idempotency_key;
+                    match made_before(&entry, stripe.find_transfer(&job_id, key)).await {
+                        Ok(Some(made)) => Ok(made),
+                        Ok(None) => stripe.create_transfer(&payout, key).await,
+                        Err(failure) => Err(failure),
+                    }
                 }
                 _ => {
                     let why = "the driver has no payable Stripe account yet";
@@ -179,20 +189,23 @@ async fn carry_out(
                         .await,
                     );
                     tracing::info!(outbox = %entry.outbox_id, job = %job_id, "payout owed until the driver's account is payable");
+                    counted(&entry, "owed");
                     return;
                 }
             }
         }
         (Some(OutboxKind::Refund), Some(stripe)) => match &entry.payment_intent_id {
             Some(payment_intent) => {
-                stripe
-                    .create_refund(
-                        &job_id,
-                        payment_intent,
-                        entry.amount_cents,
-                        &entry.idempotency_key,
-                    )
-                    .await
+                let key = &entry.idempotency_key;
+                match made_before(&entry, stripe.find_refund(payment_intent, key)).await {
+                    Ok(Some(made)) => Ok(made),
+                    Ok(None) => {
+                        stripe
+                            .create_refund(&job_id, payment_intent, entry.amount_cents, key)
+                            .await
+                    }
+                    Err(failure) => Err(failure),
+                }
             }
             None => Err(StripeFailure::Refused(
                 "the job has no payment to refund".into(),
@@ -203,6 +216,7 @@ async fn carry_out(
     match result {
         Ok(stripe_id) => {
             tracing::info!(outbox = %entry.outbox_id, kind = %entry.kind, job = %job_id, %stripe_id, "outbox entry sent");
+            counted(&entry, "sent");
             record(outbox::mark_sent(db, entry.outbox_id, &stripe_id, now).await);
         }
         Err(StripeFailure::Temporary(error))
@@ -210,10 +224,12 @@ async fn carry_out(
         {
             let next = later(now, backoff(settings, entry.attempts));
             tracing::warn!(outbox = %entry.outbox_id, kind = %entry.kind, job = %job_id, attempts = entry.attempts, %error, %next, "outbox entry will be retried");
+            counted(&entry, "retry");
             record(outbox::mark_retry(db, entry.outbox_id, &error, next, now).await);
         }
         Err(failure) => {
             let refused = matches!(failure, StripeFailure::Refused(_));
+            counted(&entry, "failed");
             let error = failure.to_string();
             tracing::error!(outbox = %entry.outbox_id, kind = %entry.kind, job = %job_id, attempts = entry.attempts, %error, "outbox entry failed; a dispatcher must look");
             record(
@@ -229,6 +245,23 @@ async fn carry_out(
             );
         }
     }
+}
+
+/// What an earlier attempt of `entry` made at Stripe, looked up when there was one (a failure
+/// or a crash may hide a success). The idempotency key alone would not do: Stripe forgets keys
+/// after 24 hours, and a dispatcher may retry later than that.
+async fn made_before(
+    entry: &DueEntry,
+    lookup: impl std::future::Future<Output = Result<Option<String>, StripeFailure>>,
+) -> Result<Option<String>, StripeFailure> {
+    if entry.attempts <= 1 && entry.last_error.is_none() {
+        return Ok(None);
+    }
+    let found = lookup.await?;
+    if let Some(made) = &found {
+        tracing::info!(outbox = %entry.outbox_id, stripe_id = %made, "an earlier attempt had made it");
+    }
+    Ok(found)
 }
 
 /// An outcome that could not be written is retried by the lease: the row is claimed again

@@ -262,6 +262,8 @@ pub struct DueEntry {
     pub amount_cents: i64,
     pub idempotency_key: String,
     pub attempts: i64,
+    /// Why the previous attempt failed, if one did.
+    pub last_error: Option<String>,
     pub payment_intent_id: Option<String>,
     pub charge_id: Option<String>,
     /// The driver's Connect account, for transfers.
@@ -301,8 +303,8 @@ pub async fn claim_due(
         Db::Sqlite(_) => claim!(""),
     };
     const DETAILS: &str = "SELECT o.outbox_id, o.kind, o.job_id, o.amount_cents, \
-         o.idempotency_key, CAST(o.attempts AS BIGINT) AS attempts, p.payment_intent_id, \
-         p.charge_id, c.account_id, c.payouts_enabled FROM outbox o \
+         o.idempotency_key, CAST(o.attempts AS BIGINT) AS attempts, o.last_error, \
+         p.payment_intent_id, p.charge_id, c.account_id, c.payouts_enabled FROM outbox o \
          LEFT JOIN payments p ON p.job_id = o.job_id \
          LEFT JOIN connect_accounts c ON c.driver_id = o.driver_id WHERE o.outbox_id = $1";
     let claimed: Vec<Uuid> = in_write_transaction!(db, tx => {

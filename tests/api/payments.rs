@@ -222,6 +222,7 @@ on_both_databases!(
     cancelling_a_paid_job_refunds_it,
     payouts_wait_for_a_payable_account,
     a_refused_refund_waits_for_a_dispatcher,
+    a_job_paid_after_it_was_completed_still_pays_its_driver,
 );
 
 async fn a_paid_booking_is_dispatched_to_the_nearest_driver(backend: Backend) {
@@ -483,6 +484,8 @@ async fn a_completed_job_pays_its_driver_once_through_stripe_failures(backend: B
     assert_eq!(entry["stripe_id"], made[0]["id"]);
     assert_eq!(entry["amount_cents"], payout);
     assert_eq!(entry["attempts"], 3);
+    // Before each retry the engine looked for a transfer an earlier attempt might have made.
+    assert!(app.fakes.stripe.lookups_of("/v1/transfers") >= 2);
     let keys: Vec<_> = requests.iter().map(|r| r.idempotency_key.clone()).collect();
     assert!(
         keys.iter().all(|k| k.is_some() && *k == keys[0]),
@@ -503,6 +506,15 @@ async fn a_completed_job_pays_its_driver_once_through_stripe_failures(backend: B
         .get("/api/admin/outbox?state=failed", Some(&office.admin))
         .await;
     assert_eq!(failed.assert_status(200)["entries"], json!([]));
+    // Operators see both on /metrics (process-wide counters, so only their presence is checked).
+    let metrics = app.get("/metrics", None).await.text;
+    for line in [
+        "umuve_outbox_outcomes_total{kind=\"transfer\",result=\"retry\"}",
+        "umuve_outbox_outcomes_total{kind=\"transfer\",result=\"sent\"}",
+        "umuve_stripe_webhooks_total{result=\"applied\",type=\"payment_intent.succeeded\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from /metrics");
+    }
     let sent = app
         .get("/api/admin/outbox?state=sent", Some(&office.admin))
         .await;
@@ -529,10 +541,11 @@ async fn a_payout_interrupted_by_a_crash_is_made_once_after_restart(backend: Bac
     let database: TestDatabase = app.kill();
 
     let app = spawn_app_with_fakes(database, payments_env(), fakes).await;
+    // Worse still, the engine comes back after Stripe forgot the idempotency key (24 hours).
+    app.fakes.stripe.forget_keys();
     app.fakes.stripe.release();
     // The dead engine's claim lapses on the clock.
     app.clock.advance(chrono::Duration::minutes(5));
-    app.fakes.stripe.await_requests("/v1/transfers", 2).await;
     let admin = &office.admin;
     let entry = eventually(
         "the transfer is recorded as sent after the restart",
@@ -540,11 +553,12 @@ async fn a_payout_interrupted_by_a_crash_is_made_once_after_restart(backend: Bac
         |entry| entry["state"] == "sent",
     )
     .await;
+    // The new engine looked for what the first attempt made, found it, and made nothing.
     let made = app.fakes.stripe.made("/v1/transfers");
     assert_eq!(made.len(), 1, "exactly one transfer: {made:?}");
     assert_eq!(entry["stripe_id"], made[0]["id"]);
-    let requests = app.fakes.stripe.requests_to("/v1/transfers");
-    assert_eq!(requests[0].idempotency_key, requests[1].idempotency_key);
+    assert_eq!(app.fakes.stripe.requests_to("/v1/transfers").len(), 1);
+    assert!(app.fakes.stripe.lookups_of("/v1/transfers") >= 1);
 }
 
 async fn cancelling_a_paid_job_refunds_it(backend: Backend) {
@@ -839,6 +853,49 @@ async fn a_refused_refund_waits_for_a_dispatcher(backend: Backend) {
     app.post(&retry, Some(&office.admin), json!({}))
         .await
         .assert_error(404, "not_found");
+}
+
+async fn a_job_paid_after_it_was_completed_still_pays_its_driver(backend: Backend) {
+    let app = spawn_app_with(backend, payments_env()).await;
+    let mut office = office(&app).await;
+    let driver = office.driver(&app, true).await;
+    let account = payable_account(&app, &driver.token, "evt_account_ok").await;
+    let job = office.book(&app, DOWNTOWN_MIAMI).await;
+    let job_id = id_of(&job);
+    let total = job["total_cents"].as_i64().unwrap();
+    let pi = payment_intent(&app, &office.customer, &job_id)
+        .await
+        .assert_status(200)["payment_intent_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A dispatcher starts the job before the payment is in (a webhook outage, say).
+    app.post(
+        &format!("/api/jobs/{job_id}/status"),
+        Some(&office.admin),
+        json!({ "status": "dispatching" }),
+    )
+    .await
+    .assert_status(200);
+    assign(&app, &office, &job_id, &driver.id).await;
+    work_through(&app, &driver.token, &job_id).await;
+    assert!(outbox_of(&app, &office.admin, &job_id).await.is_empty());
+
+    let paid = deliver(&app, &succeeded("evt_paid_late", &pi, &job_id, total)).await;
+    assert_eq!(
+        paid.assert_status(200)["outcome"],
+        "applied: payment recorded; job completed, payout queued"
+    );
+    let requests = app.fakes.stripe.await_requests("/v1/transfers", 1).await;
+    assert_eq!(requests[0].field("destination"), Some(account.as_str()));
+    assert_eq!(
+        requests[0].field("amount"),
+        Some(job["driver_payout_cents"].to_string().as_str())
+    );
+    assert_eq!(
+        job_as(&app, &office.customer, &job_id).await["status"],
+        "completed"
+    );
 }
 
 /// Refusals that need no second database.

@@ -32,6 +32,10 @@ pub struct RealtimeMetrics {
     pub dispatch_offer_seconds: Histogram,
     /// What became of dispatch attempts: offered, declined, expired, unassigned.
     pub dispatch_outcomes: IntCounterVec,
+    /// Stripe webhook deliveries by event type and result (applied, ignored, stored, repeat).
+    pub stripe_webhooks: IntCounterVec,
+    /// Outbox attempts (payouts, refunds) by kind and result (sent, retry, failed, owed).
+    pub outbox_outcomes: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -135,6 +139,16 @@ impl RealtimeMetrics {
                 "umuve_dispatch_outcomes_total",
                 "Dispatch attempts by outcome (offered, declined, expired, unassigned)",
                 &["outcome"],
+            ),
+            stripe_webhooks: counter_vec(
+                "umuve_stripe_webhooks_total",
+                "Verified Stripe webhook deliveries by event type and result",
+                &["type", "result"],
+            ),
+            outbox_outcomes: counter_vec(
+                "umuve_outbox_outcomes_total",
+                "Outbox attempts (payouts, refunds) by kind and result",
+                &["kind", "result"],
             ),
             registry,
         }

@@ -44,6 +44,8 @@ impl StripeRequest {
 #[derive(Default)]
 struct Books {
     requests: Vec<StripeRequest>,
+    /// Listings asked for (`GET`), as path and query.
+    lookups: Vec<(String, HashMap<String, String>)>,
     /// Idempotency key → the answer given.
     answers: HashMap<String, (u16, Value)>,
     /// Objects made, by path: what a dashboard would list.
@@ -208,6 +210,17 @@ impl FakeStripe {
             .insert(path.to_owned(), n);
     }
 
+    /// Forgets every idempotency key, as Stripe does after 24 hours.
+    pub fn forget_keys(&self) {
+        self.books.lock().unwrap().answers.clear();
+    }
+
+    /// Listings of `path` asked for so far.
+    pub fn lookups_of(&self, path: &str) -> usize {
+        let books = self.books.lock().unwrap();
+        books.lookups.iter().filter(|(p, _)| p == path).count()
+    }
+
     /// Transfers are made but not answered until [`Self::release`].
     pub fn hold_transfers(&self) {
         self.books.lock().unwrap().hold = true;
@@ -288,4 +301,47 @@ pub async fn create(
         _ => HttpResponse::InternalServerError(),
     };
     response.json(answer)
+}
+
+/// `GET /v1/{resource}`: a list of what was made, filtered like Stripe by `transfer_group`
+/// (transfers) or `payment_intent` (refunds).
+pub async fn list(
+    fake: web::Data<super::fakes::SharedStripe>,
+    req: HttpRequest,
+    query: web::Query<HashMap<String, String>>,
+) -> HttpResponse {
+    let fake = &fake.0;
+    let authorized = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Bearer {STRIPE_KEY}"));
+    if !authorized {
+        return HttpResponse::Unauthorized().json(json!({"error": {
+            "type": "invalid_request_error", "message": "Invalid API Key provided"}}));
+    }
+    let path = req.path().to_owned();
+    let query = query.into_inner();
+    let data: Vec<Value> = {
+        let mut books = fake.books.lock().unwrap();
+        books.lookups.push((path.clone(), query.clone()));
+        books
+            .made
+            .get(&path)
+            .into_iter()
+            .flatten()
+            .filter(|object| {
+                ["transfer_group", "payment_intent"].iter().all(|field| {
+                    query
+                        .get(*field)
+                        .is_none_or(|wanted| object[*field].as_str() == Some(wanted.as_str()))
+                })
+            })
+            .cloned()
+            .collect()
+    };
+    fake.arrived.notify_waiters();
+    HttpResponse::Ok().json(json!({
+        "object": "list", "data": data, "has_more": false, "url": path,
+    }))
 }

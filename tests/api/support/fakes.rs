@@ -230,6 +230,7 @@ impl FakeServices {
                 .app_data(data.clone())
                 .app_data(stripe_data.clone())
                 .route("/v1/{resource}", web::post().to(fake_stripe::create))
+                .route("/v1/{resource}", web::get().to(fake_stripe::list))
                 .route(
                     "/2010-04-01/Accounts/{sid}/Messages.json",
                     web::post().to(twilio_messages),
