@@ -121,18 +121,24 @@ async fn payment_intent(app: &TestApp, token: &str, job_id: &str) -> Reply {
     app.post(&path, Some(token), json!({})).await
 }
 
-/// A booked and paid job (dispatching); returns (job, PaymentIntent id).
-async fn paid_job(app: &TestApp, office: &Office, event_id: &str) -> (Value, String) {
+/// A booked job waiting for payment and its PaymentIntent: (job, id, total, PaymentIntent id).
+async fn booked_unpaid(app: &TestApp, office: &Office) -> (Value, String, i64, String) {
     let job = office.book(app, DOWNTOWN_MIAMI).await;
     assert_eq!(job["status"], "pending_payment");
     let job_id = id_of(&job);
+    let total = job["total_cents"].as_i64().unwrap();
     let pi = payment_intent(app, &office.customer, &job_id)
         .await
         .assert_status(200)["payment_intent_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let total = job["total_cents"].as_i64().unwrap();
+    (job, job_id, total, pi)
+}
+
+/// A booked and paid job (dispatching); returns (job, PaymentIntent id).
+async fn paid_job(app: &TestApp, office: &Office, event_id: &str) -> (Value, String) {
+    let (job, job_id, total, pi) = booked_unpaid(app, office).await;
     deliver(app, &succeeded(event_id, &pi, &job_id, total))
         .await
         .assert_status(200);
@@ -277,15 +283,7 @@ async fn a_paid_booking_is_dispatched_to_the_nearest_driver(backend: Backend) {
 async fn a_webhook_event_is_handled_once_and_only_when_signed(backend: Backend) {
     let app = spawn_app_with(backend, payments_env()).await;
     let office = office(&app).await;
-    let job = office.book(&app, DOWNTOWN_MIAMI).await;
-    let job_id = id_of(&job);
-    let total = job["total_cents"].as_i64().unwrap();
-    let pi = payment_intent(&app, &office.customer, &job_id)
-        .await
-        .assert_status(200)["payment_intent_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, job_id, total, pi) = booked_unpaid(&app, &office).await;
     let paid = succeeded("evt_once", &pi, &job_id, total);
     let payload = paid.to_string();
     let now = app.clock.now().timestamp();
@@ -396,15 +394,7 @@ async fn a_webhook_event_is_handled_once_and_only_when_signed(backend: Backend) 
 async fn a_failed_payment_can_be_retried_and_never_undoes_a_success(backend: Backend) {
     let app = spawn_app_with(backend, payments_env()).await;
     let office = office(&app).await;
-    let job = office.book(&app, DOWNTOWN_MIAMI).await;
-    let job_id = id_of(&job);
-    let total = job["total_cents"].as_i64().unwrap();
-    let pi = payment_intent(&app, &office.customer, &job_id)
-        .await
-        .assert_status(200)["payment_intent_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, job_id, total, pi) = booked_unpaid(&app, &office).await;
 
     deliver(&app, &failed("evt_declined", &pi, &job_id, total))
         .await
@@ -683,15 +673,7 @@ async fn cancelling_a_paid_job_refunds_it(backend: Backend) {
     .await;
 
     // Paid after the customer cancelled (the app confirmed late): the money goes back.
-    let job = office.book(&app, DOWNTOWN_MIAMI).await;
-    let job_id = id_of(&job);
-    let total = job["total_cents"].as_i64().unwrap();
-    let pi = payment_intent(&app, &office.customer, &job_id)
-        .await
-        .assert_status(200)["payment_intent_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, job_id, total, pi) = booked_unpaid(&app, &office).await;
     app.post(
         &format!("/api/jobs/{job_id}/cancel"),
         Some(&office.customer),
@@ -860,15 +842,7 @@ async fn a_job_paid_after_it_was_completed_still_pays_its_driver(backend: Backen
     let mut office = office(&app).await;
     let driver = office.driver(&app, true).await;
     let account = payable_account(&app, &driver.token, "evt_account_ok").await;
-    let job = office.book(&app, DOWNTOWN_MIAMI).await;
-    let job_id = id_of(&job);
-    let total = job["total_cents"].as_i64().unwrap();
-    let pi = payment_intent(&app, &office.customer, &job_id)
-        .await
-        .assert_status(200)["payment_intent_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (job, job_id, total, pi) = booked_unpaid(&app, &office).await;
     // A dispatcher starts the job before the payment is in (a webhook outage, say).
     app.post(
         &format!("/api/jobs/{job_id}/status"),

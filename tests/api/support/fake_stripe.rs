@@ -232,6 +232,19 @@ impl FakeStripe {
     }
 }
 
+/// Stripe's answer to a request without the secret key.
+fn unauthorized(req: &HttpRequest) -> Option<HttpResponse> {
+    let authorized = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Bearer {STRIPE_KEY}"));
+    (!authorized).then(|| {
+        HttpResponse::Unauthorized().json(json!({"error": {
+            "type": "invalid_request_error", "message": "Invalid API Key provided"}}))
+    })
+}
+
 /// `POST /v1/{resource}`.
 pub async fn create(
     fake: web::Data<super::fakes::SharedStripe>,
@@ -239,14 +252,8 @@ pub async fn create(
     body: web::Bytes,
 ) -> HttpResponse {
     let fake = &fake.0;
-    let authorized = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == format!("Bearer {STRIPE_KEY}"));
-    if !authorized {
-        return HttpResponse::Unauthorized().json(json!({"error": {
-            "type": "invalid_request_error", "message": "Invalid API Key provided"}}));
+    if let Some(refusal) = unauthorized(&req) {
+        return refusal;
     }
     let path = req.path().to_owned();
     let key = req
@@ -311,14 +318,8 @@ pub async fn list(
     query: web::Query<HashMap<String, String>>,
 ) -> HttpResponse {
     let fake = &fake.0;
-    let authorized = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == format!("Bearer {STRIPE_KEY}"));
-    if !authorized {
-        return HttpResponse::Unauthorized().json(json!({"error": {
-            "type": "invalid_request_error", "message": "Invalid API Key provided"}}));
+    if let Some(refusal) = unauthorized(&req) {
+        return refusal;
     }
     let path = req.path().to_owned();
     let query = query.into_inner();
