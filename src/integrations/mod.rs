@@ -1,10 +1,11 @@
 //! HTTP clients of the outside services, each implementing a transport trait of the actors
-//! crate: Twilio (SMS), Resend and SendGrid (email); and Stripe (payments).
+//! crate: Twilio (SMS), Resend and SendGrid (email), APNs (push); and Stripe (payments).
 
 use std::time::Duration;
 
 use umuve_actors::outbound::DeliveryError;
 
+pub mod apns;
 pub mod resend;
 pub mod sendgrid;
 pub mod stripe;

@@ -1,12 +1,14 @@
-//! Outbound messages: SMS and email, each delivered by an actor that never waits on the network
+//! Outbound messages: SMS, email and push, each delivered by an actor that never waits on the network
 //! in its handler. Providers sit behind small traits ([`SmsTransport`], [`EmailTransport`]) that
 //! the web crate implements over HTTP; failures are retried with exponential backoff.
 
 mod email;
+mod push;
 mod retry;
 mod sms;
 
 pub use email::{Email, EmailKind, EmailSender, EmailTransport, LogOnlyEmail, SendEmail};
+pub use push::{LogOnlyPush, Push, PushApp, PushError, PushTransport};
 pub use retry::{DeliveryError, RetryPolicy};
 pub use sms::{LogOnlySms, SendSms, Sms, SmsKind, SmsSender, SmsTransport, mask_phone};
 
