@@ -43,3 +43,29 @@ pub async fn remove(db: &Db, token: &str, user_id: Uuid) -> Result<bool, sqlx::E
             .map(|done| done.rows_affected() > 0)
     })
 }
+
+/// Forgets a token APNs reported dead (whoever holds it); false when it was not known.
+pub async fn forget(db: &Db, token: &str) -> Result<bool, sqlx::Error> {
+    on_pool!(db, pool => {
+        sqlx::query("DELETE FROM device_tokens WHERE token = $1")
+            .bind(token)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected() > 0)
+    })
+}
+
+/// The push sender's view of the table.
+pub struct DbDeviceTokens {
+    pub db: Db,
+}
+
+#[async_trait::async_trait]
+impl umuve_actors::outbound::DeviceTokens for DbDeviceTokens {
+    async fn forget(&self, token: &str) -> Result<(), String> {
+        forget(&self.db, token)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}

@@ -8,7 +8,10 @@ mod retry;
 mod sms;
 
 pub use email::{Email, EmailKind, EmailSender, EmailTransport, LogOnlyEmail, SendEmail};
-pub use push::{LogOnlyPush, Push, PushApp, PushError, PushTransport};
+pub use push::{
+    Apns, DeviceTokens, LogOnlyPush, MAX_PUSHES_IN_FLIGHT, Push, PushApp, PushError, PushTransport,
+    SendPush,
+};
 pub use retry::{DeliveryError, RetryPolicy};
 pub use sms::{LogOnlySms, SendSms, Sms, SmsKind, SmsSender, SmsTransport, mask_phone};
 
