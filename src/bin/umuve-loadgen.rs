@@ -7,7 +7,8 @@
 //! Dispatch: with `--dispatch-jobs N` the drivers go available and a customer books N jobs one
 //! after another at `--dispatch-rate` per second while the drivers stream; each driver accepts
 //! the offers it gets. Reported: booking request sent -> `offer` frame received at the driver
-//! (p50/p99), and the engine's own job-ready -> offer-sent histogram. With `--burst-jobs N`, N
+//! (p50/p99); job ready (the job's `created_at`, stamped by the engine on this same machine) ->
+//! `offer` frame received; and the engine's own job-ready -> offer-sent histogram. With `--burst-jobs N`, N
 //! jobs are booked for the same pickup time so they all become due together (the engine's
 //! `DISPATCH_LEAD_MINUTES` must equal `--lead-minutes`); reported: jobs offered per second and
 //! the time from the due moment to the last offer.
@@ -98,6 +99,9 @@ struct Args {
 struct Offers {
     received: std::collections::HashMap<String, Instant>,
     booked: std::collections::HashMap<String, Instant>,
+    /// From the job becoming ready (its `created_at`, the engine's clock on this machine) to
+    /// the offer frame's arrival (this machine's clock), µs.
+    from_ready: std::collections::HashMap<String, u64>,
 }
 
 /// Counters and latency histograms, reset at the end of the warm-up.
@@ -329,18 +333,26 @@ async fn drive(
                     && text.starts_with("{\"type\":\"offer\",")
                 {
                     let received = Instant::now();
+                    let received_wall = chrono::Utc::now();
                     let Ok(offer) = serde_json::from_str::<Value>(&text) else {
                         continue;
                     };
                     if let (Some(offer_id), Some(job)) =
                         (offer["offer_id"].as_str(), offer["job"]["id"].as_str())
                     {
-                        offers
-                            .lock()
-                            .await
-                            .received
-                            .entry(job.to_owned())
-                            .or_insert(received);
+                        let ready = offer["job"]["created_at"]
+                            .as_str()
+                            .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok());
+                        let mut offers = offers.lock().await;
+                        offers.received.entry(job.to_owned()).or_insert(received);
+                        if let Some(ready) = ready {
+                            let us = (received_wall - ready.to_utc())
+                                .num_microseconds()
+                                .unwrap_or(0)
+                                .max(1) as u64;
+                            offers.from_ready.entry(job.to_owned()).or_insert(us);
+                        }
+                        drop(offers);
                         let _ = accept_tx.send(offer_id.to_owned());
                     }
                 }
@@ -578,12 +590,21 @@ async fn book_jobs(
         }
         let latency = await_offers(&offers, &ids, Duration::from_secs(30)).await;
         let engine_after = api.engine_histogram(ENGINE).await;
+        let mut from_ready = Histogram::<u64>::new(3).expect("a histogram");
+        {
+            let offers = offers.lock().await;
+            for us in ids.iter().filter_map(|id| offers.from_ready.get(id)) {
+                from_ready.record(*us).ok();
+            }
+        }
         report.push_str(&format!(
             "dispatch latency (booking sent -> offer at the driver), {} jobs at {rate}/s: {}; {} without an offer\n\
+             dispatch latency (job ready [its created_at] -> offer at the driver): {}\n\
              engine (job ready -> offer sent): {}\n",
             ids.len(),
             micros_percentiles(&latency.0),
             latency.1,
+            micros_percentiles(&from_ready),
             engine_percentiles(&engine_before, &engine_after)
         ));
     }
