@@ -21,7 +21,7 @@ use crate::integrations::{
     http_client, resend::ResendEmail, sendgrid::SendGridEmail, twilio::TwilioSms,
 };
 use crate::jobs::Pricing;
-use crate::payments::outbox_worker::{OutboxSettings, OutboxWorker};
+use crate::payments::outbox_worker::OutboxWorker;
 use crate::storage::Db;
 use crate::storage::offers::DbDispatchStore;
 use crate::storage::positions::DbPositionStore;
@@ -123,19 +123,14 @@ impl AppState {
         );
         let stripe = StripeGateway::new(&settings.stripe)
             .map_err(|e| anyhow::anyhow!("cannot build the Stripe client: {e}"))?;
-        let outbox_settings = OutboxSettings {
-            poll_every: settings.outbox.poll_every,
-            retry_base: settings.outbox.retry_base,
-            max_attempts: settings.outbox.max_attempts,
-            concurrency: settings.outbox.concurrency,
-        };
         // Its own thread: Stripe calls never share a worker with requests, and stopping the
         // thread drops calls in flight as a crash would (their rows are retried by lease).
         let outbox_thread = Arbiter::new().handle();
         let outbox = {
-            let (db, clock, stripe) = (db.clone(), clock.clone(), stripe.clone());
+            let (db, clock, stripe, config) =
+                (db.clone(), clock.clone(), stripe.clone(), settings.outbox);
             OutboxWorker::start_in_arbiter(&outbox_thread, move |_| {
-                OutboxWorker::new(db, clock, stripe, outbox_settings)
+                OutboxWorker::new(db, clock, stripe, config)
             })
         };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());

@@ -264,14 +264,14 @@ pub async fn decline_offer(
 }
 
 fn tell_offer_closed(hub: &Hub, closed: ClosedOffer) {
-    hub.sessions.do_send(PushToUser {
-        user: closed.driver.into(),
-        name: "offer.closed",
-        frame: Frame::json(&ServerMessage::OfferClosed {
+    hub.sessions.do_send(PushToUser::message(
+        closed.driver.into(),
+        "offer.closed",
+        &ServerMessage::OfferClosed {
             offer_id: closed.offer,
             reason: closed.reason,
-        }),
-    });
+        },
+    ));
 }
 
 /// Tells everyone who follows the job, after the change is stored: rooms, the map, the drivers
@@ -352,11 +352,11 @@ pub(crate) async fn publish(
             driver,
             job: job.status.has_active_driver().then_some(job.id),
         });
-        hub.sessions.do_send(PushToUser {
-            user: driver.into(),
-            name: "job.assigned",
-            frame: Frame::json(&ServerMessage::JobAssigned { job }),
-        });
+        hub.sessions.do_send(PushToUser::message(
+            driver.into(),
+            "job.assigned",
+            &ServerMessage::JobAssigned { job },
+        ));
     } else if !job.status.has_active_driver() {
         hub.geo.do_send(SetDriverJob { driver, job: None });
     }

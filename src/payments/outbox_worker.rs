@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use umuve_actors::clock::SharedClock;
 
+use crate::config::OutboxConfig;
 use crate::integrations::stripe::{Payout, StripeFailure, StripeGateway};
 use crate::storage::Db;
 use crate::storage::outbox::{self, DueEntry, OutboxKind, OutboxState};
@@ -23,15 +24,6 @@ use crate::storage::outbox::{self, DueEntry, OutboxKind, OutboxState};
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// How long a claimed row stays with its worker; longer than any Stripe call may take.
 const LEASE: Duration = Duration::from_secs(120);
-
-/// How the worker paces itself.
-#[derive(Debug, Clone, Copy)]
-pub struct OutboxSettings {
-    pub poll_every: Duration,
-    pub retry_base: Duration,
-    pub max_attempts: u32,
-    pub concurrency: u32,
-}
 
 /// Look for due rows now (one was just written or released).
 #[derive(Message)]
@@ -42,7 +34,7 @@ pub struct OutboxWorker {
     db: Db,
     clock: SharedClock,
     stripe: Option<StripeGateway>,
-    settings: OutboxSettings,
+    settings: OutboxConfig,
     /// A batch is in flight; a wake-up meanwhile runs another batch right after it.
     busy: bool,
     again: bool,
@@ -53,7 +45,7 @@ impl OutboxWorker {
         db: Db,
         clock: SharedClock,
         stripe: Option<StripeGateway>,
-        settings: OutboxSettings,
+        settings: OutboxConfig,
     ) -> Self {
         Self {
             db,
@@ -121,7 +113,7 @@ impl Handler<WakeOutbox> for OutboxWorker {
 }
 
 /// The wait before attempt `attempts + 1`.
-fn backoff(settings: OutboxSettings, attempts: i64) -> Duration {
+fn backoff(settings: OutboxConfig, attempts: i64) -> Duration {
     let doublings = u32::try_from(attempts.saturating_sub(1))
         .unwrap_or(u32::MAX)
         .min(20);
@@ -147,7 +139,7 @@ async fn carry_out(
     db: &Db,
     clock: &SharedClock,
     stripe: Option<&StripeGateway>,
-    settings: OutboxSettings,
+    settings: OutboxConfig,
     entry: DueEntry,
 ) {
     let job_id = entry.job_id.to_string();
@@ -278,7 +270,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_an_hour() {
-        let settings = OutboxSettings {
+        let settings = OutboxConfig {
             poll_every: Duration::from_secs(1),
             retry_base: Duration::from_secs(30),
             max_attempts: 12,

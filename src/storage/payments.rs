@@ -102,6 +102,12 @@ pub struct NewPayment<'a> {
     pub currency: &'a str,
 }
 
+/// A job's PaymentIntent, `created`, unless the job has one: (job, PaymentIntent, client secret,
+/// amount, currency, now).
+const INSERT_PAYMENT: &str = "INSERT INTO payments (job_id, payment_intent_id, client_secret, \
+     amount_cents, currency, status, refunded_cents, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, 'created', 0, $6, $6) ON CONFLICT DO NOTHING";
+
 /// Stores a job's PaymentIntent unless it has one (two racing requests got the same one from
 /// Stripe through the idempotency key); returns the stored one.
 pub async fn insert(
@@ -109,11 +115,8 @@ pub async fn insert(
     new: NewPayment<'_>,
     now: DateTime<Utc>,
 ) -> Result<Payment, sqlx::Error> {
-    const SQL: &str = "INSERT INTO payments (job_id, payment_intent_id, client_secret, \
-         amount_cents, currency, status, refunded_cents, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, 'created', 0, $6, $6) ON CONFLICT DO NOTHING";
     on_pool!(db, pool => {
-        sqlx::query(SQL)
+        sqlx::query(INSERT_PAYMENT)
             .bind(new.job.as_uuid())
             .bind(new.payment_intent_id)
             .bind(new.client_secret)
@@ -302,12 +305,7 @@ pub async fn handle_event(
                             .fetch_optional(&mut *tx)
                             .await?;
                         if job.is_some() {
-                            sqlx::query(
-                                "INSERT INTO payments (job_id, payment_intent_id, client_secret, \
-                                 amount_cents, currency, status, refunded_cents, created_at, \
-                                 updated_at) VALUES ($1, $2, $3, $4, $5, 'created', 0, $6, $6) \
-                                 ON CONFLICT DO NOTHING",
-                            )
+                            sqlx::query(INSERT_PAYMENT)
                             .bind(hint.as_uuid())
                             .bind(payment_intent)
                             .bind(client_secret.as_deref().unwrap_or(""))

@@ -967,6 +967,14 @@ async fn with_payments_off_jobs_dispatch_at_once() {
         job_as(&app, &office.customer, &job_id).await["payment"],
         Value::Null
     );
+    // Nothing was paid, so there is no refund to choose.
+    app.post(
+        &format!("/api/jobs/{job_id}/cancel"),
+        Some(&office.admin),
+        json!({ "refund_cents": 100 }),
+    )
+    .await
+    .assert_error(400, "bad_request");
     let payload = succeeded("evt_x", "pi_x", &job_id, 100).to_string();
     deliver_raw(&app, &payload, WEBHOOK_SECRET, app.clock.now().timestamp())
         .await

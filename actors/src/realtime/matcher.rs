@@ -22,7 +22,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::dispatch_map::{DispatchMap, JobUnassigned};
-use super::frame::Frame;
 use super::geo_index::{CandidateQuery, DriversFree, FindCandidates, GeoIndex, MatcherWaiting};
 use super::metrics::METRICS;
 use super::model::{Job, JobStatus};
@@ -675,11 +674,7 @@ fn push_to(
     name: &'static str,
     message: &ServerMessage<'_>,
 ) {
-    sessions.do_send(PushToUser {
-        user: driver.into(),
-        name,
-        frame: Frame::json(message),
-    });
+    sessions.do_send(PushToUser::message(driver.into(), name, message));
 }
 
 impl Actor for Matcher {

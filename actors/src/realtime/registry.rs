@@ -7,6 +7,7 @@ use actix::prelude::*;
 
 use super::frame::{Deliver, Frame, SessionId, deliver};
 use super::metrics::METRICS;
+use super::protocol::ServerMessage;
 use crate::ids::UserId;
 
 /// One open socket: its session, its role (the label of the connection gauge), its inbox.
@@ -72,6 +73,17 @@ pub struct PushToUser {
     pub user: UserId,
     pub name: &'static str,
     pub frame: Frame,
+}
+
+impl PushToUser {
+    /// `message` for every socket of `user`, serialized once.
+    pub fn message(user: UserId, name: &'static str, message: &ServerMessage<'_>) -> Self {
+        Self {
+            user,
+            name,
+            frame: Frame::json(message),
+        }
+    }
 }
 
 impl Handler<PushToUser> for SessionRegistry {
