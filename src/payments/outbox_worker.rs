@@ -67,7 +67,10 @@ impl OutboxWorker {
         let clock = self.clock.clone();
         let stripe = self.stripe.clone();
         let settings = self.settings;
-        let batch = async move {
+        // A task of the thread's runtime, not the actor's own future: when the thread stops,
+        // an actor's futures are dropped after the runtime is gone, and a pooled connection
+        // dropped then panics.
+        let batch = tokio::spawn(async move {
             let now = clock.now();
             let lease_until = now + chrono::Duration::from_std(LEASE).expect("a short lease");
             let due = match outbox::claim_due(&db, now, lease_until, settings.concurrency).await {
@@ -84,7 +87,8 @@ impl OutboxWorker {
             )
             .await;
             claimed
-        };
+        });
+        let batch = async move { batch.await.unwrap_or(0) };
         ctx.spawn(batch.into_actor(self).map(move |claimed, this, ctx| {
             this.busy = false;
             // A full batch may have left more due rows behind.
