@@ -123,6 +123,20 @@ pub struct OutboxConfig {
     pub concurrency: u32,
 }
 
+/// How the notifier (push, SMS, email about jobs) paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct NotifyConfig {
+    /// `NOTIFY_POLL_MS`: how often due notifications and pickup reminders are looked for
+    /// (besides when a change writes one).
+    pub poll_every: Duration,
+    /// `NOTIFY_RETRY_BASE_SECS`: the first wait after a failed attempt; it doubles.
+    pub retry_base: Duration,
+    /// `NOTIFY_MAX_ATTEMPTS`: attempts before a notification becomes a dead letter.
+    pub max_attempts: u32,
+    /// `NOTIFY_CONCURRENCY`: sends in flight at most, per channel.
+    pub concurrency: u32,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct PricingSettings {
     pub commission_percent: u32,
@@ -201,6 +215,9 @@ pub struct DispatchSettings {
     pub offer_timeout: Duration,
     pub radius_m: f64,
     pub driver_stale: Duration,
+    /// `DRIVER_OFFLINE_GRACE_SECS`: a driver whose socket closed (app in the background) is
+    /// still offered jobs, by push, this long while their position is fresh; 0 = at once offline.
+    pub offline_grace: Duration,
     pub map_tick: Duration,
     pub lead: Duration,
     /// `DISPATCH_TICK_MS`: how often offer expiries and scheduled jobs are checked.
@@ -253,6 +270,7 @@ pub struct Settings {
     pub admin_seed_secret: Option<SecretString>,
     pub stripe: StripeSettings,
     pub outbox: OutboxConfig,
+    pub notify: NotifyConfig,
     pub pricing: PricingSettings,
     pub twilio: Option<TwilioSettings>,
     pub email: EmailSettings,
@@ -589,6 +607,21 @@ impl Settings {
             }),
         };
 
+        if apns.key_id.is_none() || apns.auth_key_path.is_none() {
+            warnings.push(
+                "APNs is not configured (APNS_KEY_ID, APNS_AUTH_KEY_PATH): pushes are logged, not sent"
+                    .into(),
+            );
+        } else if apns.team_id.is_none()
+            || apns.bundle_id.is_none()
+            || apns.driver_bundle_id.is_none()
+        {
+            warnings.push(
+                "APNs is partly configured (APNS_TEAM_ID, APNS_BUNDLE_ID and APNS_DRIVER_BUNDLE_ID are needed too): pushes are logged, not sent"
+                    .into(),
+            );
+        }
+
         let apple = AppleSettings {
             client_ids: r.list("APPLE_CLIENT_IDS"),
             jwks_url: r.url("APPLE_JWKS_URL", "https://appleid.apple.com/auth/keys"),
@@ -627,12 +660,19 @@ impl Settings {
                 }
             }),
             driver_stale: Duration::from_secs(r.number("DRIVER_STALE_SECS", 60)),
+            offline_grace: Duration::from_secs(r.number("DRIVER_OFFLINE_GRACE_SECS", 60)),
             map_tick: Duration::from_millis(r.number("MAP_TICK_MS", 250)),
             lead: Duration::from_secs(60 * r.number::<u64>("DISPATCH_LEAD_MINUTES", 60)),
             tick: Duration::from_millis(r.number::<u64>("DISPATCH_TICK_MS", 100).max(1)),
             resync_every: Duration::from_secs(r.number::<u64>("DISPATCH_RESYNC_SECS", 10).max(1)),
         };
 
+        let notify = NotifyConfig {
+            poll_every: Duration::from_millis(r.number::<u64>("NOTIFY_POLL_MS", 1000).max(1)),
+            retry_base: Duration::from_secs(r.number::<u64>("NOTIFY_RETRY_BASE_SECS", 30).max(1)),
+            max_attempts: r.number("NOTIFY_MAX_ATTEMPTS", 5u32).max(1),
+            concurrency: r.number("NOTIFY_CONCURRENCY", 16u32).max(1),
+        };
         let outbox = OutboxConfig {
             poll_every: Duration::from_millis(r.number::<u64>("OUTBOX_POLL_MS", 1000).max(1)),
             retry_base: Duration::from_secs(r.number::<u64>("OUTBOX_RETRY_BASE_SECS", 30).max(1)),
@@ -710,6 +750,7 @@ impl Settings {
                 admin_seed_secret: r.secret("ADMIN_SEED_SECRET"),
                 stripe,
                 outbox,
+                notify,
                 pricing,
                 twilio,
                 email,
@@ -807,6 +848,39 @@ mod tests {
                 loaded.warnings
             );
         }
+    }
+
+    #[test]
+    fn missing_push_credentials_are_warned_about() {
+        let production = [
+            ("APP_ENV", "production"),
+            ("JWT_SECRET", "0123456789abcdef0123"),
+            ("SECRET_KEY", "0123456789abcdef0123"),
+            ("DATABASE_URL", "postgresql://app:pw@db/umuve"),
+        ];
+        let unconfigured = load(&production).unwrap();
+        assert!(
+            unconfigured
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("APNs is not configured")),
+            "{:?}",
+            unconfigured.warnings
+        );
+        let mut partly = production.to_vec();
+        partly.extend([
+            ("APNS_KEY_ID", "ABC123DEFG"),
+            ("APNS_AUTH_KEY_PATH", "/k.p8"),
+        ]);
+        let partly = load(&partly).unwrap();
+        assert!(
+            partly
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("APNs is partly configured")),
+            "{:?}",
+            partly.warnings
+        );
     }
 
     #[test]

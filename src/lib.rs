@@ -26,6 +26,7 @@ pub mod housekeeping;
 pub mod http;
 pub mod integrations;
 pub mod jobs;
+pub mod notifications;
 pub mod payments;
 pub mod routes;
 pub mod startup;

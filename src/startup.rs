@@ -2,6 +2,7 @@
 //! engine on `127.0.0.1:0`; `main` uses it to serve.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Actor;
@@ -12,6 +13,7 @@ use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use umuve_actors::clock::SharedClock;
+use umuve_actors::outbound::PushTransport;
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 
@@ -28,6 +30,8 @@ use crate::storage::Db;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// How long in-flight requests get to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long notifications being sent get to finish at shutdown.
+const NOTIFIER_DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 /// The OpenAPI document of the routes this build serves.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
@@ -113,15 +117,17 @@ impl Application {
         db.migrate().await.context("cannot migrate the database")?;
         let listener = TcpListener::bind((settings.host, settings.port))
             .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
-        Self::build_with(settings, db, clock, listener).await
+        Self::build_with(settings, db, clock, listener, None).await
     }
 
-    /// Builds on an open database and a bound listener.
+    /// Builds on an open database and a bound listener; `push` replaces the push transport the
+    /// settings would choose (APNs cannot be reached from tests).
     pub async fn build_with(
         settings: Settings,
         db: Db,
         clock: SharedClock,
         listener: TcpListener,
+        push: Option<Arc<dyn PushTransport>>,
     ) -> anyhow::Result<Self> {
         let local_addr = listener.local_addr()?;
         let workers = settings
@@ -131,7 +137,7 @@ impl Application {
         let send_buffer = settings.realtime.tcp_send_buffer_bytes;
         let cors_origins = settings.cors_origins.clone();
 
-        let state = web::Data::new(AppState::start(settings, db, clock)?);
+        let state = web::Data::new(AppState::start(settings, db, clock, push)?);
         Housekeeper::new(state.clone().into_inner()).start();
         restore_realtime_state(&state).await?;
 
@@ -221,6 +227,18 @@ impl Application {
             Ok(Ok(count)) => tracing::info!(count, "driver positions saved"),
             Ok(Err(error)) => tracing::warn!(%error, "could not save driver positions at shutdown"),
             Err(_) => tracing::warn!("the geo index was gone before positions could be saved"),
+        }
+        // Sends in flight finish (a restart should not repeat them); unsent rows wait in the
+        // table for the next engine.
+        let drained = tokio::time::timeout(
+            NOTIFIER_DRAIN_GRACE,
+            self.state
+                .notifier
+                .send(crate::notifications::notifier::Drain),
+        )
+        .await;
+        if drained.is_err() {
+            tracing::warn!("notifications still sending at shutdown; they will be retried");
         }
         self.state.hub.stop();
         self.state.stop_workers();

@@ -7,7 +7,8 @@ use actix::{Actor, Addr, Arbiter, ArbiterHandle};
 use secrecy::ExposeSecret;
 use umuve_actors::clock::SharedClock;
 use umuve_actors::outbound::{
-    EmailSender, EmailTransport, LogOnlyEmail, LogOnlySms, RetryPolicy, SmsSender, SmsTransport,
+    Apns, EmailSender, EmailTransport, LogOnlyEmail, LogOnlyPush, LogOnlySms, PushTransport,
+    RetryPolicy, SmsSender, SmsTransport,
 };
 
 use crate::auth::apple::AppleVerifier;
@@ -16,13 +17,16 @@ use crate::auth::passwords::PasswordHasher;
 use crate::auth::rate_limit::AuthLimiter;
 use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
+use crate::integrations::apns::ApnsTransport;
 use crate::integrations::stripe::StripeGateway;
 use crate::integrations::{
     http_client, resend::ResendEmail, sendgrid::SendGridEmail, twilio::TwilioSms,
 };
 use crate::jobs::Pricing;
+use crate::notifications::notifier::{Notifier, Senders};
 use crate::payments::outbox_worker::OutboxWorker;
 use crate::storage::Db;
+use crate::storage::devices::DbDeviceTokens;
 use crate::storage::offers::DbDispatchStore;
 use crate::storage::positions::DbPositionStore;
 use umuve_actors::geo::ServiceArea;
@@ -50,17 +54,29 @@ pub struct AppState {
     /// Carries out payouts and refunds written to the outbox.
     pub outbox: Addr<OutboxWorker>,
     outbox_thread: ArbiterHandle,
+    notify_thread: ArbiterHandle,
+    /// Sends the push, SMS and email notifications written with job changes.
+    pub notifier: Addr<Notifier>,
+    /// Rung after a change that may have written notifications.
+    pub notifications_written: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
-    /// Stops the threads of the background workers (the outbox); work in flight is dropped and
-    /// picked up again by the next engine.
+    /// Stops the threads of the background workers (the outbox, the notifier); work in flight
+    /// is dropped and picked up again by the next engine.
     pub fn stop_workers(&self) {
         self.outbox_thread.stop();
+        self.notify_thread.stop();
     }
 
-    /// Builds the state and starts the outbound actors on the current actix system.
-    pub fn start(settings: Settings, db: Db, clock: SharedClock) -> anyhow::Result<Self> {
+    /// Builds the state and starts the outbound actors on the current actix system. `push`
+    /// replaces the push transport the settings would choose (tests record pushes with it).
+    pub fn start(
+        settings: Settings,
+        db: Db,
+        clock: SharedClock,
+        push: Option<Arc<dyn PushTransport>>,
+    ) -> anyhow::Result<Self> {
         let http = http_client();
         let retry = RetryPolicy {
             attempts: 3,
@@ -74,6 +90,23 @@ impl AppState {
             None => None,
         };
         let sms = sms_transport.map(|transport| SmsSender::new(transport, retry).start());
+
+        let push: Arc<dyn PushTransport> = match push {
+            Some(push) => push,
+            None => match ApnsTransport::from_settings(&settings.apns)? {
+                Some(apns) => Arc::new(apns),
+                None => Arc::new(LogOnlyPush),
+            },
+        };
+        let push_provider = push.provider();
+        // Their own thread: provider calls and the notifier's queries never share a worker with
+        // requests, and stopping the thread drops sends in flight as a crash would (their rows
+        // are retried by lease).
+        let notify_thread = Arbiter::new().handle();
+        let apns = {
+            let tokens = Arc::new(DbDeviceTokens { db: db.clone() });
+            Apns::start_in_arbiter(&notify_thread, move |_| Apns::new(push, tokens))
+        };
 
         let mut email_providers: Vec<Arc<dyn EmailTransport>> = Vec::new();
         if let Some(resend) = &settings.email.resend {
@@ -96,6 +129,7 @@ impl AppState {
             }));
         }
         let email = EmailSender::new(email_providers, retry).start();
+        let notifications_written = Arc::new(tokio::sync::Notify::new());
 
         let apple = AppleVerifier::new(
             http,
@@ -106,6 +140,7 @@ impl AppState {
         let hub = Hub::start(
             HubSettings {
                 driver_stale: settings.dispatch.driver_stale,
+                driver_offline_grace: settings.dispatch.offline_grace,
                 map_tick: settings.dispatch.map_tick,
                 checkpoint_every: settings.realtime.checkpoint_every,
                 matcher: MatcherSettings {
@@ -119,8 +154,29 @@ impl AppState {
             clock.clone(),
             Arc::new(ServiceArea::south_florida()),
             Arc::new(DbPositionStore { db: db.clone() }),
-            Arc::new(DbDispatchStore { db: db.clone() }),
+            Arc::new(DbDispatchStore {
+                db: db.clone(),
+                notifications_written: notifications_written.clone(),
+            }),
         );
+        let notifier = {
+            let senders = Senders {
+                registry: hub.sessions.clone(),
+                apns,
+                push_provider,
+                sms: sms.clone(),
+                email: email.clone(),
+            };
+            let (db, clock, config, wake) = (
+                db.clone(),
+                clock.clone(),
+                settings.notify,
+                notifications_written.clone(),
+            );
+            Notifier::start_in_arbiter(&notify_thread, move |_| {
+                Notifier::new(db, clock, senders, config, wake)
+            })
+        };
         let stripe = StripeGateway::new(&settings.stripe)
             .map_err(|e| anyhow::anyhow!("cannot build the Stripe client: {e}"))?;
         // Its own thread: Stripe calls never share a worker with requests, and stopping the
@@ -135,9 +191,12 @@ impl AppState {
         };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
+            notifier,
+            notifications_written,
             stripe,
             outbox,
             outbox_thread,
+            notify_thread,
             tokens: TokenKeys::new(settings.jwt_secret.expose_secret().as_bytes()),
             one_time: OneTimeHasher::new(settings.secret_key.expose_secret().as_bytes()),
             passwords: PasswordHasher::new(cores),

@@ -34,10 +34,15 @@ impl EmailTransport for ResendEmail {
             "{}/emails",
             self.settings.api_base.as_str().trim_end_matches('/')
         );
-        let response = self
+        let mut request = self
             .http
             .post(url)
-            .bearer_auth(self.settings.api_key.expose_secret())
+            .bearer_auth(self.settings.api_key.expose_secret());
+        if let Some(key) = &email.idempotency_key {
+            // Resend keeps the key for 24 hours: a repeat after a lost answer is not sent twice.
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request
             .json(&json!({
                 "from": self.from,
                 "to": [email.to],

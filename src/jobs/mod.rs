@@ -325,6 +325,8 @@ pub(crate) async fn publish(
         became_dispatching: before.map(|b| b.status) != Some(JobStatus::Dispatching)
             && job.status == JobStatus::Dispatching,
     });
+    // The change may have written notifications; the notifier sends them off this path.
+    state.notifications_written.notify_one();
     let status_changed = before.is_none_or(|b| b.status != job.status);
     let status_frame = || {
         Frame::json(&ServerMessage::JobStatus {

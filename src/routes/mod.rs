@@ -13,6 +13,7 @@ pub mod devices;
 pub mod drivers;
 pub mod jobs;
 pub mod me;
+pub mod notifications;
 pub mod offers;
 pub mod ops;
 pub mod payments;
@@ -38,6 +39,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(payments::connect_account)
         .service(payments::list_outbox)
         .service(payments::retry_outbox)
+        .service(notifications::list_notifications)
+        .service(notifications::retry_notification)
         .service(offers::accept_offer)
         .service(offers::decline_offer)
         .service(drivers::set_availability)

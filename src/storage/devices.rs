@@ -63,8 +63,12 @@ pub struct DbDeviceTokens {
 #[async_trait::async_trait]
 impl umuve_actors::outbound::DeviceTokens for DbDeviceTokens {
     async fn forget(&self, token: &str) -> Result<(), String> {
-        forget(&self.db, token)
+        // A task of its own: the caller is an actor's future, which must not hold a pooled
+        // connection when its thread stops (see the notifier).
+        let (db, token) = (self.db.clone(), token.to_owned());
+        tokio::spawn(async move { forget(&db, &token).await })
             .await
+            .map_err(|e| e.to_string())?
             .map(|_| ())
             .map_err(|e| e.to_string())
     }

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::offers::{self, ClosedOffer};
 use super::{Db, on_pool};
 use crate::jobs::Quote;
+use crate::notifications::{Event, NewNotification, queue_in};
 
 macro_rules! columns {
     () => {
@@ -93,6 +94,17 @@ impl JobRow {
     pub(super) fn status(&self) -> Result<JobStatus, sqlx::Error> {
         JobStatus::parse(&self.status)
             .ok_or_else(|| sqlx::Error::Decode(format!("jobs.status = {:?}", self.status).into()))
+    }
+
+    /// The notifications `event` about this job brings, to its customer and driver.
+    pub(super) fn notifications(&self, event: Event) -> Vec<NewNotification> {
+        crate::notifications::plan(
+            event,
+            self.id(),
+            Some(UserId::from_uuid(self.customer_id)),
+            self.driver_id.map(UserId::from_uuid),
+            None,
+        )
     }
 }
 
@@ -186,6 +198,10 @@ pub async fn insert(
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        // Booked at once when payments are off; otherwise once paid (the webhook).
+        if new.status == JobStatus::Dispatching {
+            queue_in!(tx, row.notifications(Event::BookingConfirmed), now);
+        }
         row
     });
     Job::try_from(row)
@@ -244,6 +260,9 @@ pub async fn move_status(
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            if let (Some(job), Some(told)) = (&row, Event::of_status(event.to)) {
+                queue_in!(tx, job.notifications(told), now);
+            }
             let money_moves = matches!(event.to, JobStatus::Completed | JobStatus::Cancelled);
             let paid: Option<i64> = if money_moves {
                 sqlx::query_scalar(PAID)
@@ -367,6 +386,9 @@ pub async fn assign(
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
+                if let Some(job) = &row {
+                    queue_in!(tx, job.notifications(Event::JobAssigned), now);
+                }
                 let offer: Option<(Uuid, Uuid)> = sqlx::query_as(offers::CLOSE_OPEN)
                     .bind(id.as_uuid())
                     .bind(OfferClosedReason::Taken.as_str())

@@ -18,6 +18,7 @@ use crate::config::DatabaseUrl;
 pub mod auth_codes;
 pub mod devices;
 pub mod jobs;
+pub mod notifications;
 pub mod offers;
 pub mod outbox;
 pub mod payments;

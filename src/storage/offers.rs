@@ -19,10 +19,13 @@ use uuid::Uuid;
 
 use super::jobs::{self, INSERT_EVENT, JobRow};
 use super::{Db, in_write_transaction, is_unique_violation, on_pool};
+use crate::notifications::{Event, queue_in};
 
 /// The matcher's storage.
 pub struct DbDispatchStore {
     pub db: Db,
+    /// Rung when offers (and so their push notifications) were written.
+    pub notifications_written: std::sync::Arc<tokio::sync::Notify>,
 }
 
 #[async_trait]
@@ -32,7 +35,13 @@ impl DispatchStore for DbDispatchStore {
         offers: Vec<NewOffer>,
         now: DateTime<Utc>,
     ) -> Result<Vec<OfferId>, String> {
-        open(&self.db, offers, now).await.map_err(|e| e.to_string())
+        let opened = open(&self.db, offers, now)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !opened.is_empty() {
+            self.notifications_written.notify_one();
+        }
+        Ok(opened)
     }
 
     async fn expire_offers(
@@ -73,22 +82,51 @@ pub async fn open(
          WHERE job_id = $2 AND status = 'dispatching' \
          ON CONFLICT DO NOTHING RETURNING offer_id";
     offers.sort_by_key(|offer| offer.job);
+    // The offered driver's push, written with the offer (sent only if their socket is closed).
+    let told = |offer: &NewOffer| {
+        crate::notifications::plan(
+            Event::Offer,
+            offer.job,
+            None,
+            Some(UserId::from(offer.driver)),
+            Some(offer.id),
+        )
+    };
     let mut opened = Vec::new();
     match db {
         Db::Postgres(pool) => {
             // One statement for the whole batch: the jobs still dispatching are locked in id
-            // order, then every offer for them is inserted unless a unique index refuses it.
+            // order, then every offer for them is inserted unless a unique index refuses it,
+            // and the notifications of the offers inserted with them.
             const BATCH: &str = "WITH locked AS ( \
                      SELECT job_id FROM jobs WHERE job_id = ANY($1) AND status = 'dispatching' \
-                     ORDER BY job_id FOR UPDATE) \
-                 INSERT INTO offers \
-                     (offer_id, job_id, driver_id, status, distance_m, expires_at, created_at) \
-                 SELECT o.offer_id, o.job_id, o.driver_id, 'open', o.distance_m, o.expires_at, $6 \
-                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::float8[], $5::timestamptz[]) \
-                     AS o (job_id, offer_id, driver_id, distance_m, expires_at) \
-                 JOIN locked USING (job_id) \
-                 ON CONFLICT DO NOTHING RETURNING offer_id";
+                     ORDER BY job_id FOR UPDATE), \
+                 opened AS ( \
+                     INSERT INTO offers \
+                         (offer_id, job_id, driver_id, status, distance_m, expires_at, created_at) \
+                     SELECT o.offer_id, o.job_id, o.driver_id, 'open', o.distance_m, o.expires_at, $6 \
+                     FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::float8[], $5::timestamptz[]) \
+                         AS o (job_id, offer_id, driver_id, distance_m, expires_at) \
+                     JOIN locked USING (job_id) \
+                     ON CONFLICT DO NOTHING RETURNING offer_id), \
+                 told AS ( \
+                     INSERT INTO notifications (notification_id, event, channel, user_id, job_id, \
+                         offer_id, unless_connected, dedupe_key, state, attempts, next_attempt_at, \
+                         created_at, updated_at) \
+                     SELECT n.notification_id, n.event, n.channel, n.user_id, n.job_id, \
+                         n.offer_id, n.unless_connected, n.dedupe_key, 'pending', 0, $6, $6, $6 \
+                     FROM UNNEST($7::uuid[], $8::text[], $9::text[], $10::uuid[], $11::uuid[], \
+                         $12::uuid[], $13::bool[], $14::text[]) \
+                         AS n (notification_id, event, channel, user_id, job_id, offer_id, \
+                             unless_connected, dedupe_key) \
+                     JOIN opened USING (offer_id) \
+                     ON CONFLICT DO NOTHING) \
+                 SELECT offer_id FROM opened";
             let column = |f: fn(&NewOffer) -> Uuid| offers.iter().map(f).collect::<Vec<_>>();
+            let notes: Vec<_> = offers.iter().flat_map(told).collect();
+            let note = |f: fn(&crate::notifications::NewNotification) -> Uuid| {
+                notes.iter().map(f).collect::<Vec<_>>()
+            };
             let ids: Vec<Uuid> = sqlx::query_scalar(BATCH)
                 .bind(column(|o| o.job.as_uuid()))
                 .bind(column(|o| o.id.as_uuid()))
@@ -96,6 +134,19 @@ pub async fn open(
                 .bind(offers.iter().map(|o| o.distance_m).collect::<Vec<_>>())
                 .bind(offers.iter().map(|o| o.expires_at).collect::<Vec<_>>())
                 .bind(now)
+                .bind(notes.iter().map(|_| Uuid::new_v4()).collect::<Vec<_>>())
+                .bind(notes.iter().map(|n| n.event.as_str()).collect::<Vec<_>>())
+                .bind(notes.iter().map(|n| n.channel.as_str()).collect::<Vec<_>>())
+                .bind(note(|n| n.user))
+                .bind(note(|n| n.job.as_uuid()))
+                .bind(note(|n| n.offer.map_or(Uuid::nil(), |o| o.as_uuid())))
+                .bind(notes.iter().map(|n| n.unless_connected).collect::<Vec<_>>())
+                .bind(
+                    notes
+                        .iter()
+                        .map(|n| n.dedupe_key.as_str())
+                        .collect::<Vec<_>>(),
+                )
                 .fetch_all(pool)
                 .await?;
             opened.extend(ids.into_iter().map(OfferId::from_uuid));
@@ -113,6 +164,9 @@ pub async fn open(
                     .bind(now)
                     .fetch_optional(&mut *tx)
                     .await?;
+                if id.is_some() {
+                    queue_in!(tx, told(offer), now);
+                }
                 opened.extend(id.map(OfferId::from_uuid));
             }
             tx.commit().await?;
@@ -337,6 +391,7 @@ pub async fn accept(
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            queue_in!(tx, row.notifications(Event::JobAssigned), now);
             Some(row)
         }))
     }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::jobs::{INSERT_EVENT, JobRow, columns};
 use super::outbox::{self, OutboxKind};
 use super::{Db, in_write_transaction, on_pool};
+use crate::notifications::{Event, queue_in};
 
 /// Where a job's PaymentIntent stands, as far as the engine knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -496,6 +497,10 @@ pub async fn handle_event(
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
+                if to == JobStatus::Dispatching {
+                    let told = [Event::BookingConfirmed, Event::PaymentReceipt];
+                    queue_in!(tx, told.into_iter().flat_map(|e| after.notifications(e)), now);
+                }
                 handled.job_change = Some((Job::try_from(before)?, Job::try_from(after)?));
             }
             sqlx::query(OUTCOME)

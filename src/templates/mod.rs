@@ -1,5 +1,7 @@
 //! The words of outbound messages.
 
+pub mod job_messages;
+
 use umuve_actors::outbound::{Email, EmailKind};
 
 /// The SMS that carries a login code.
@@ -7,7 +9,7 @@ pub fn sms_login_code(code: &str) -> String {
     format!("Your Umuve code is {code}. It expires in 10 minutes. Never share it.")
 }
 
-fn escape_html(text: &str) -> String {
+pub(crate) fn escape_html(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -34,5 +36,6 @@ pub fn password_reset_email(to: &str, link: &str) -> Email {
         text,
         html,
         kind: EmailKind::PasswordReset,
+        idempotency_key: None,
     }
 }

@@ -697,6 +697,10 @@ impl<R: SessionRole> Actor for WsSession<R> {
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
         let hub = &self.state.hub;
+        // The geo index first: once the registry shows the socket gone, the index has heard.
+        if let Some(driver) = self.role.driver() {
+            hub.geo.do_send(DriverDisconnected { driver });
+        }
         hub.sessions.do_send(UnregisterSession {
             user: self.user,
             session: self.id,
@@ -709,9 +713,6 @@ impl<R: SessionRole> Actor for WsSession<R> {
         }
         if self.role.is_dispatcher() {
             hub.map.do_send(MapUnsubscribe { session: self.id });
-        }
-        if let Some(driver) = self.role.driver() {
-            hub.geo.do_send(DriverDisconnected { driver });
         }
         Running::Stop
     }

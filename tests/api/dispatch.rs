@@ -131,7 +131,7 @@ impl Office {
     }
 }
 
-async fn book(
+pub(crate) async fn book(
     app: &TestApp,
     customer: &str,
     (lat, lng): (f64, f64),

@@ -9,6 +9,7 @@ mod auth_password;
 mod auth_sms;
 mod dispatch;
 mod http_errors;
+mod notifications;
 mod openapi;
 mod payments;
 mod realtime;

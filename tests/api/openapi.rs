@@ -43,6 +43,8 @@ const EXPECTED: &[(&str, &str)] = &[
     ("POST", "/api/drivers/me/connect-account"),
     ("GET", "/api/admin/outbox"),
     ("POST", "/api/admin/outbox/{id}/retry"),
+    ("GET", "/api/admin/notifications"),
+    ("POST", "/api/admin/notifications/{id}/retry"),
 ];
 
 #[actix_web::test]

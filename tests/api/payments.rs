@@ -20,7 +20,7 @@ const PAYMENT_INTENT: &str = include_str!("../data/stripe/payment_intent.json");
 const ACCOUNT: &str = include_str!("../data/stripe/account.json");
 const CHARGE: &str = include_str!("../data/stripe/charge.json");
 
-fn payments_env() -> Env {
+pub(crate) fn payments_env() -> Env {
     crate::dispatch::env()
         .set("STRIPE_SECRET_KEY", STRIPE_KEY)
         .set("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
@@ -57,7 +57,7 @@ fn intent(id: &str, job_id: &str, amount: i64, status: &str) -> Value {
     pi
 }
 
-fn succeeded(event_id: &str, pi: &str, job_id: &str, amount: i64) -> Value {
+pub(crate) fn succeeded(event_id: &str, pi: &str, job_id: &str, amount: i64) -> Value {
     event(
         event_id,
         "payment_intent.succeeded",
@@ -94,7 +94,7 @@ async fn deliver_raw(app: &TestApp, payload: &str, secret: &str, signed_at: i64)
 }
 
 /// Delivers an event signed now (engine clock) with the right secret.
-async fn deliver(app: &TestApp, event: &Value) -> Reply {
+pub(crate) async fn deliver(app: &TestApp, event: &Value) -> Reply {
     let now = app.clock.now().timestamp();
     deliver_raw(app, &event.to_string(), WEBHOOK_SECRET, now).await
 }
@@ -122,7 +122,7 @@ async fn payment_intent(app: &TestApp, token: &str, job_id: &str) -> Reply {
 }
 
 /// A booked job waiting for payment and its PaymentIntent: (job, id, total, PaymentIntent id).
-async fn booked_unpaid(app: &TestApp, office: &Office) -> (Value, String, i64, String) {
+pub(crate) async fn booked_unpaid(app: &TestApp, office: &Office) -> (Value, String, i64, String) {
     let job = office.book(app, DOWNTOWN_MIAMI).await;
     assert_eq!(job["status"], "pending_payment");
     let job_id = id_of(&job);
@@ -137,7 +137,7 @@ async fn booked_unpaid(app: &TestApp, office: &Office) -> (Value, String, i64, S
 }
 
 /// A booked and paid job (dispatching); returns (job, PaymentIntent id).
-async fn paid_job(app: &TestApp, office: &Office, event_id: &str) -> (Value, String) {
+pub(crate) async fn paid_job(app: &TestApp, office: &Office, event_id: &str) -> (Value, String) {
     let (job, job_id, total, pi) = booked_unpaid(app, office).await;
     deliver(app, &succeeded(event_id, &pi, &job_id, total))
         .await
@@ -146,7 +146,7 @@ async fn paid_job(app: &TestApp, office: &Office, event_id: &str) -> (Value, Str
 }
 
 /// Polls `read` until `holds` (the outbox worker's progress is only visible in storage).
-async fn eventually<F, Fut>(what: &str, read: F, holds: impl Fn(&Value) -> bool) -> Value
+pub(crate) async fn eventually<F, Fut>(what: &str, read: F, holds: impl Fn(&Value) -> bool) -> Value
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Value>,
@@ -190,7 +190,7 @@ async fn work_through(app: &TestApp, driver_token: &str, job_id: &str) {
     }
 }
 
-async fn assign(app: &TestApp, office: &Office, job_id: &str, driver_id: &str) {
+pub(crate) async fn assign(app: &TestApp, office: &Office, job_id: &str, driver_id: &str) {
     app.post(
         &format!("/api/jobs/{job_id}/assign"),
         Some(&office.admin),

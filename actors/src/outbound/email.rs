@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use actix::{Actor, AsyncContext, Context, Handler, Message, WrapFuture};
+use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseFuture, WrapFuture};
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
@@ -23,6 +23,9 @@ pub struct Email {
     pub text: String,
     pub html: String,
     pub kind: EmailKind,
+    /// The same key on a repeated attempt lets a provider that supports it (Resend) deliver the
+    /// message once.
+    pub idempotency_key: Option<String>,
 }
 
 impl std::fmt::Debug for Email {
@@ -91,12 +94,12 @@ impl EmailSender {
 async fn try_each_provider(
     providers: &[Arc<dyn EmailTransport>],
     email: &Email,
-) -> Result<(), DeliveryError> {
+) -> Result<&'static str, DeliveryError> {
     let mut any_temporary = None;
     let mut last_rejection = None;
     for provider in providers {
         match provider.send(email).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(provider.provider()),
             Err(error) => {
                 tracing::warn!(provider = provider.provider(), %error, "email provider failed");
                 match error {
@@ -137,7 +140,8 @@ impl Handler<SendEmail> for EmailSender {
         let retry = self.retry;
         let delivery = async move {
             let _permit = permit;
-            match retry.run(|| try_each_provider(&providers, &email)).await {
+            let attempt = || async { try_each_provider(&providers, &email).await.map(|_| ()) };
+            match retry.run(attempt).await {
                 Ok(()) => tracing::debug!(subject = %email.subject, "email delivered"),
                 Err(error) => {
                     tracing::error!(subject = %email.subject, %error, "email not delivered")
@@ -145,6 +149,27 @@ impl Handler<SendEmail> for EmailSender {
             }
         };
         ctx.spawn(delivery.into_actor(self));
+    }
+}
+
+/// Command: one try at this email over every provider in order, answered with the provider
+/// that took it. The caller owns the retries (the notifier's outbox).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<&'static str, DeliveryError>")]
+pub struct DeliverEmail(pub Email);
+
+impl Handler<DeliverEmail> for EmailSender {
+    type Result = ResponseFuture<Result<&'static str, DeliveryError>>;
+
+    fn handle(&mut self, DeliverEmail(email): DeliverEmail, _: &mut Self::Context) -> Self::Result {
+        let providers = self.providers.clone();
+        let in_flight = self.in_flight.clone();
+        Box::pin(async move {
+            let _slot = in_flight.acquire_owned().await.map_err(|_| {
+                DeliveryError::Temporary("the email sender is shutting down".into())
+            })?;
+            try_each_provider(&providers, &email).await
+        })
     }
 }
 
@@ -178,6 +203,7 @@ mod tests {
             text: "https://example.com/reset?token=secret".into(),
             html: "<a href=\"https://example.com/reset?token=secret\">reset</a>".into(),
             kind: EmailKind::PasswordReset,
+            idempotency_key: None,
         }
     }
 

@@ -7,13 +7,15 @@ mod push;
 mod retry;
 mod sms;
 
-pub use email::{Email, EmailKind, EmailSender, EmailTransport, LogOnlyEmail, SendEmail};
+pub use email::{
+    DeliverEmail, Email, EmailKind, EmailSender, EmailTransport, LogOnlyEmail, SendEmail,
+};
 pub use push::{
     Apns, DeviceTokens, LogOnlyPush, MAX_PUSHES_IN_FLIGHT, Push, PushApp, PushError, PushTransport,
     SendPush,
 };
 pub use retry::{DeliveryError, RetryPolicy};
-pub use sms::{LogOnlySms, SendSms, Sms, SmsKind, SmsSender, SmsTransport, mask_phone};
+pub use sms::{DeliverSms, LogOnlySms, SendSms, Sms, SmsKind, SmsSender, SmsTransport, mask_phone};
 
 /// How many messages may wait in a sender's mailbox; past this, `try_send` fails and the caller
 /// answers "unavailable" instead of queueing without bound.

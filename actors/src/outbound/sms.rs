@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use actix::{Actor, AsyncContext, Context, Handler, Message, WrapFuture};
+use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseFuture, WrapFuture};
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
@@ -133,6 +133,28 @@ impl Handler<SendSms> for SmsSender {
             }
         };
         ctx.spawn(delivery.into_actor(self));
+    }
+}
+
+/// Command: one attempt at this SMS, answered with the provider that took it. The caller owns
+/// the retries (the notifier's outbox); the attempt waits for a delivery slot.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<&'static str, DeliveryError>")]
+pub struct DeliverSms(pub Sms);
+
+impl Handler<DeliverSms> for SmsSender {
+    type Result = ResponseFuture<Result<&'static str, DeliveryError>>;
+
+    fn handle(&mut self, DeliverSms(sms): DeliverSms, _: &mut Self::Context) -> Self::Result {
+        let transport = self.transport.clone();
+        let in_flight = self.in_flight.clone();
+        Box::pin(async move {
+            let _slot = in_flight
+                .acquire_owned()
+                .await
+                .map_err(|_| DeliveryError::Temporary("the SMS sender is shutting down".into()))?;
+            transport.send(&sms).await.map(|()| transport.provider())
+        })
     }
 }
 

@@ -69,6 +69,8 @@ struct Driver {
     job: Option<JobId>,
     /// Open sockets.
     sessions: u32,
+    /// With no socket open: still offered jobs (by push) until then, if its position is fresh.
+    reachable_until: Option<DateTime<Utc>>,
     county: Option<County>,
     area_checked_at: Option<LatLng>,
     /// Changed since the last checkpoint.
@@ -90,7 +92,7 @@ impl Driver {
         self.point.is_some()
             && self.is_fresh(now, stale_after)
             && self.approved
-            && self.sessions > 0
+            && (self.sessions > 0 || self.reachable_until.is_some_and(|until| now < until))
             && self.available
             && self.job.is_none()
             && self.county.is_some()
@@ -268,11 +270,14 @@ impl DriverIndex {
             .flatten()
     }
 
-    /// Drivers still in searches whose last fix has gone stale.
+    /// Drivers still in searches whose last fix has gone stale, or whose socket closed longer
+    /// than the offline grace ago.
     fn newly_stale(&self, now: DateTime<Utc>) -> Vec<DriverId> {
+        let grace_over =
+            |d: &Driver| d.sessions == 0 && d.reachable_until.is_some_and(|until| now >= until);
         self.drivers
             .iter()
-            .filter(|(_, d)| d.point.is_some() && !self.is_fresh(d, now))
+            .filter(|(_, d)| d.point.is_some() && (!self.is_fresh(d, now) || grace_over(d)))
             .map(|(id, _)| *id)
             .collect()
     }
@@ -350,6 +355,7 @@ impl DriverIndex {
                     available: driver.available,
                     job_id: driver.job,
                     updated_at: fix.received_at,
+                    connected: driver.sessions > 0,
                 })
             })
             .collect()
@@ -370,6 +376,9 @@ pub struct GeoIndex {
     /// A checkpoint write is still running; the next waits for it.
     checkpoint_running: bool,
     checkpoint_every: Duration,
+    /// How long a driver whose last socket closed stays in searches (see
+    /// [`GeoIndex::offline_grace`]).
+    offline_grace: Duration,
     /// Position writes take turns in the order they were started, so an older write never
     /// lands after a newer one (the periodic checkpoint and the flush at shutdown may overlap).
     write_turns: Arc<tokio::sync::Mutex<()>>,
@@ -399,6 +408,7 @@ impl GeoIndex {
             map_last_seen: HashMap::new(),
             checkpoint_running: false,
             checkpoint_every: CHECKPOINT_EVERY,
+            offline_grace: Duration::ZERO,
             write_turns: Arc::default(),
             matcher: None,
             matcher_waiting: false,
@@ -426,6 +436,14 @@ impl GeoIndex {
         if let Some(matcher) = &self.matcher {
             matcher.do_send(DriversFree(freed));
         }
+    }
+
+    /// Keeps a driver whose last socket closed (an app sent to the background, a tunnel) in
+    /// searches and offers for this long, while their position is fresh: offers then reach
+    /// them by push. Zero takes them offline at once.
+    pub fn offline_grace(mut self, grace: Duration) -> Self {
+        self.offline_grace = grace;
+        self
     }
 
     /// Writes positions this often instead of every [`CHECKPOINT_EVERY`].
@@ -626,13 +644,15 @@ impl Handler<DriverConnected> for GeoIndex {
         self.watch_freed(msg.driver, |this| {
             let driver = this.index.drivers.entry(msg.driver).or_default();
             driver.sessions += 1;
+            driver.reachable_until = None;
             driver.approved = msg.approved;
         });
         self.tell_matcher();
     }
 }
 
-/// Event: a driver's socket closed. With no socket left the driver goes offline.
+/// Event: a driver's socket closed. With no socket left the driver goes offline, at once or
+/// after the offline grace.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct DriverDisconnected {
@@ -648,7 +668,13 @@ impl Handler<DriverDisconnected> for GeoIndex {
         };
         driver.sessions = driver.sessions.saturating_sub(1);
         if driver.sessions == 0 {
-            self.take_offline(msg.driver);
+            if self.offline_grace.is_zero() {
+                self.take_offline(msg.driver);
+            } else {
+                let grace = chrono::Duration::from_std(self.offline_grace)
+                    .unwrap_or(chrono::Duration::zero());
+                driver.reachable_until = Some(self.clock.now() + grace);
+            }
         }
     }
 }

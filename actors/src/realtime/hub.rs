@@ -25,6 +25,8 @@ pub struct HubSettings {
     pub map_tick: Duration,
     /// How often changed positions are written to storage.
     pub checkpoint_every: Duration,
+    /// How long a driver whose socket closed is still offered jobs (by push).
+    pub driver_offline_grace: Duration,
     pub matcher: MatcherSettings,
 }
 
@@ -57,6 +59,7 @@ impl Hub {
             GeoIndex::start_in_arbiter(&arbiter, move |_| {
                 GeoIndex::new(area, clock, settings.driver_stale, rooms, store)
                     .checkpoint_every(settings.checkpoint_every)
+                    .offline_grace(settings.driver_offline_grace)
             })
         };
         rooms.do_send(ConnectGeoIndex(geo.clone()));

@@ -36,6 +36,8 @@ pub struct RealtimeMetrics {
     pub stripe_webhooks: IntCounterVec,
     /// Outbox attempts (payouts, refunds) by kind and result (sent, retry, failed, owed).
     pub outbox_outcomes: IntCounterVec,
+    /// Notification attempts by channel and result (sent, skipped, retry, dead).
+    pub notifications: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -149,6 +151,11 @@ impl RealtimeMetrics {
                 "umuve_outbox_outcomes_total",
                 "Outbox attempts (payouts, refunds) by kind and result",
                 &["kind", "result"],
+            ),
+            notifications: counter_vec(
+                "umuve_notifications_total",
+                "Notification attempts (push, SMS, email) by channel and result",
+                &["channel", "result"],
             ),
             registry,
         }

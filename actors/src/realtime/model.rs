@@ -248,6 +248,9 @@ pub struct NearbyDriver {
     #[schema(value_type = Option<String>, format = Uuid)]
     pub job_id: Option<JobId>,
     pub updated_at: DateTime<Utc>,
+    /// Has a socket open now; `false` for a driver whose app went to the background lately
+    /// (still offered jobs, by push, for `DRIVER_OFFLINE_GRACE_SECS`).
+    pub connected: bool,
 }
 
 #[cfg(test)]

@@ -98,3 +98,16 @@ impl Handler<PushToUser> for SessionRegistry {
         }
     }
 }
+
+/// Query: does `0` have an open socket on this engine?
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct IsConnected(pub UserId);
+
+impl Handler<IsConnected> for SessionRegistry {
+    type Result = bool;
+
+    fn handle(&mut self, IsConnected(user): IsConnected, _: &mut Context<Self>) -> bool {
+        self.by_user.contains_key(&user)
+    }
+}

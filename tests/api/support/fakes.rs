@@ -13,6 +13,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
 
+use super::fake_push::FakePush;
 use super::fake_stripe::{self, FakeStripe};
 
 pub const TWILIO_SID: &str = "AC00000000000000000000000000000001";
@@ -69,12 +70,21 @@ impl ReceivedEmail {
 }
 
 struct State {
+    /// Login codes.
     sms: mpsc::UnboundedSender<ReceivedSms>,
+    /// Every other SMS (job notifications).
+    notification_sms: mpsc::UnboundedSender<ReceivedSms>,
     emails: mpsc::UnboundedSender<ReceivedEmail>,
     twilio_failures_left: AtomicU32,
     twilio_requests: AtomicU32,
     resend_failures_left: AtomicU32,
     sendgrid_failures_left: AtomicU32,
+    resend_requests: AtomicU32,
+    sendgrid_requests: AtomicU32,
+    /// While set, Twilio holds each request until released (a provider that takes its time).
+    twilio_gate: tokio::sync::watch::Sender<bool>,
+    /// Told when a request reached Twilio, before it is answered.
+    twilio_started: mpsc::UnboundedSender<()>,
     jwks: std::sync::Mutex<Value>,
     jwks_fetches: AtomicU32,
 }
@@ -85,8 +95,12 @@ pub struct SharedStripe(pub Arc<FakeStripe>);
 pub struct FakeServices {
     pub base_url: String,
     pub stripe: Arc<FakeStripe>,
+    /// The push transport the test engines are given.
+    pub push: Arc<FakePush>,
     state: Arc<State>,
     sms: Mutex<mpsc::UnboundedReceiver<ReceivedSms>>,
+    notification_sms: Mutex<mpsc::UnboundedReceiver<ReceivedSms>>,
+    twilio_started: Mutex<mpsc::UnboundedReceiver<()>>,
     emails: Mutex<mpsc::UnboundedReceiver<ReceivedEmail>>,
     handle: ServerHandle,
 }
@@ -112,6 +126,9 @@ async fn twilio_messages(
     form: web::Form<std::collections::HashMap<String, String>>,
 ) -> HttpResponse {
     state.twilio_requests.fetch_add(1, Ordering::SeqCst);
+    let _ = state.twilio_started.send(());
+    let mut gate = state.twilio_gate.subscribe();
+    let _ = gate.wait_for(|held| !held).await;
     let expected = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{TWILIO_SID}:{TWILIO_TOKEN}"))
@@ -133,11 +150,18 @@ async fn twilio_messages(
         return HttpResponse::BadRequest()
             .json(json!({"code": 21604, "message": "missing parameter"}));
     };
-    let _ = state.sms.send(ReceivedSms {
+    let received = ReceivedSms {
         to: to.clone(),
         from: from.clone(),
         body: body.clone(),
-    });
+    };
+    // Login codes and notifications wait in separate queues, so a test signing in is not
+    // handed a booking confirmation.
+    let _ = if body.starts_with("Your Umuve code is") {
+        state.sms.send(received)
+    } else {
+        state.notification_sms.send(received)
+    };
     HttpResponse::Created()
         .json(json!({"sid": "SM00000000000000000000000000000001", "status": "queued"}))
 }
@@ -150,8 +174,9 @@ async fn resend_emails(
     if !bearer_is(&req, RESEND_KEY) {
         return HttpResponse::Unauthorized().json(json!({"message": "invalid api key"}));
     }
+    state.resend_requests.fetch_add(1, Ordering::SeqCst);
     if take_failure(&state.resend_failures_left) {
-        return HttpResponse::ServiceUnavailable().json(json!({"message": "fake outage"}));
+        return HttpResponse::InternalServerError().json(json!({"message": "fake outage"}));
     }
     let _ = state.emails.send(ReceivedEmail {
         provider: "resend",
@@ -172,6 +197,7 @@ async fn sendgrid_send(
     if !bearer_is(&req, SENDGRID_KEY) {
         return HttpResponse::Unauthorized().json(json!({"errors": [{"message": "bad key"}]}));
     }
+    state.sendgrid_requests.fetch_add(1, Ordering::SeqCst);
     if take_failure(&state.sendgrid_failures_left) {
         return HttpResponse::ServiceUnavailable().finish();
     }
@@ -209,9 +235,16 @@ async fn apple_keys(state: web::Data<State>) -> HttpResponse {
 impl FakeServices {
     pub async fn start() -> Self {
         let (sms_tx, sms_rx) = mpsc::unbounded_channel();
+        let (notification_sms_tx, notification_sms_rx) = mpsc::unbounded_channel();
         let (email_tx, email_rx) = mpsc::unbounded_channel();
+        let (started_tx, started_rx) = mpsc::unbounded_channel();
         let state = Arc::new(State {
+            resend_requests: AtomicU32::new(0),
+            sendgrid_requests: AtomicU32::new(0),
+            twilio_gate: tokio::sync::watch::Sender::new(false),
+            twilio_started: started_tx,
             sms: sms_tx,
+            notification_sms: notification_sms_tx,
             emails: email_tx,
             twilio_failures_left: AtomicU32::new(0),
             twilio_requests: AtomicU32::new(0),
@@ -249,14 +282,17 @@ impl FakeServices {
         Self {
             base_url,
             stripe,
+            push: Arc::new(FakePush::default()),
             state,
             sms: Mutex::new(sms_rx),
+            notification_sms: Mutex::new(notification_sms_rx),
+            twilio_started: Mutex::new(started_rx),
             emails: Mutex::new(email_rx),
             handle,
         }
     }
 
-    /// The next SMS Twilio accepted.
+    /// The next login-code SMS Twilio accepted.
     pub async fn next_sms(&self) -> ReceivedSms {
         tokio::time::timeout(MESSAGE_TIMEOUT, self.sms.lock().await.recv())
             .await
@@ -281,7 +317,52 @@ impl FakeServices {
         self.state.twilio_requests.load(Ordering::SeqCst)
     }
 
-    /// Resend answers 503 to the next `n` requests.
+    /// The next SMS other than a login code that Twilio accepted.
+    pub async fn next_notification_sms(&self) -> ReceivedSms {
+        tokio::time::timeout(MESSAGE_TIMEOUT, self.notification_sms.lock().await.recv())
+            .await
+            .expect("an SMS reached the fake Twilio in time")
+            .expect("the fake Twilio is running")
+    }
+
+    /// SMS other than login codes accepted so far and not yet taken.
+    pub async fn drain_notification_sms(&self) -> Vec<ReceivedSms> {
+        let mut received = self.notification_sms.lock().await;
+        std::iter::from_fn(|| received.try_recv().ok()).collect()
+    }
+
+    /// Emails accepted so far and not yet taken.
+    pub async fn drain_emails(&self) -> Vec<ReceivedEmail> {
+        let mut received = self.emails.lock().await;
+        std::iter::from_fn(|| received.try_recv().ok()).collect()
+    }
+
+    /// Twilio holds every request from now on until [`Self::release_twilio`].
+    pub fn hold_twilio(&self) {
+        self.state.twilio_gate.send_replace(true);
+    }
+
+    pub fn release_twilio(&self) {
+        self.state.twilio_gate.send_replace(false);
+    }
+
+    /// Waits until a request reaches Twilio (answered or held).
+    pub async fn twilio_request_started(&self) {
+        tokio::time::timeout(MESSAGE_TIMEOUT, self.twilio_started.lock().await.recv())
+            .await
+            .expect("a request reached the fake Twilio in time")
+            .expect("the fake Twilio is running");
+    }
+
+    pub fn resend_requests(&self) -> u32 {
+        self.state.resend_requests.load(Ordering::SeqCst)
+    }
+
+    pub fn sendgrid_requests(&self) -> u32 {
+        self.state.sendgrid_requests.load(Ordering::SeqCst)
+    }
+
+    /// Resend answers 500 to the next `n` requests.
     pub fn fail_resend_times(&self, n: u32) {
         self.state.resend_failures_left.store(n, Ordering::SeqCst);
     }

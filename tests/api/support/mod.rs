@@ -4,6 +4,7 @@
 
 pub mod apple_keys;
 pub mod database;
+pub mod fake_push;
 pub mod fake_stripe;
 pub mod fakes;
 pub mod ws;
@@ -185,6 +186,7 @@ pub async fn spawn_app_with_fakes(
         ("APPLE_JWKS_URL", format!("{}/auth/keys", fakes.base_url)),
         ("PUBLIC_URL", "https://portal.goumuve.test/".to_owned()),
         ("OUTBOUND_RETRY_BASE_MS", "5".to_owned()),
+        ("NOTIFY_POLL_MS", "25".to_owned()),
         ("HTTP_WORKERS", "2".to_owned()),
         ("PORT", "0".to_owned()),
     ]
@@ -207,9 +209,17 @@ pub async fn spawn_app_with_fakes(
     db.migrate().await.expect("test database migrates");
     let clock = ManualClock::new(start_time());
     let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    let app = Application::build_with(settings, db.clone(), Arc::new(clock.clone()), listener)
-        .await
-        .expect("the engine builds");
+    let push: Arc<dyn umuve_actors::outbound::PushTransport> =
+        Arc::new(fake_push::FakePushTransport(fakes.push.clone()));
+    let app = Application::build_with(
+        settings,
+        db.clone(),
+        Arc::new(clock.clone()),
+        listener,
+        Some(push),
+    )
+    .await
+    .expect("the engine builds");
     let state = app.state();
     let hub = state.hub.clone();
     let address = format!("http://{}", app.local_addr());

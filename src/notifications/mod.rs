@@ -1,0 +1,375 @@
+//! Who hears about what, and how. Every change of a job that someone must hear about writes its
+//! notifications in the same transaction as the change ([`queue_in!`]): one row per recipient and
+//! channel, as [`Event::deliveries`] plans them. The [`notifier::Notifier`] sends them with
+//! retries, renders them from the job as it is when they go out, and decides what only its
+//! runtime knows (is the driver's socket open?).
+//!
+//! WebSocket frames are not rows here: job rooms, the session registry and the matcher send
+//! them as the change happens. Login codes and password-reset links are not rows either: they are
+//! secrets (never stored in clear) and short-lived, so they go straight to the SMS and email
+//! senders.
+
+pub mod notifier;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use umuve_actors::ids::{JobId, OfferId, UserId};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// The job is booked: paid, or created when payments are off.
+    BookingConfirmed,
+    /// The customer's payment succeeded.
+    PaymentReceipt,
+    /// A driver is offered the job.
+    Offer,
+    /// A driver has the job (accepted an offer, or a dispatcher assigned it).
+    JobAssigned,
+    DriverEnRoute,
+    DriverArrived,
+    JobCompleted,
+    JobCancelled,
+    /// 24 hours before a scheduled pickup.
+    #[serde(rename = "reminder_24h")]
+    Reminder24h,
+    /// 1 hour before a scheduled pickup.
+    #[serde(rename = "reminder_1h")]
+    Reminder1h,
+}
+
+/// How a message travels. (WebSocket frames are sent by the realtime actors, not from here.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// APNs, to every device of the recipient's app.
+    Push,
+    Sms,
+    Email,
+}
+
+/// Whom, relative to the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    Customer,
+    /// The job's driver (for an offer: the offered driver).
+    Driver,
+}
+
+/// One planned message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub audience: Audience,
+    pub channel: Channel,
+    /// Only when the recipient has no open socket when it is sent: the socket carried it.
+    pub unless_connected: bool,
+}
+
+const fn always(audience: Audience, channel: Channel) -> Delivery {
+    Delivery {
+        audience,
+        channel,
+        unless_connected: false,
+    }
+}
+
+const fn without_socket(audience: Audience, channel: Channel) -> Delivery {
+    Delivery {
+        audience,
+        channel,
+        unless_connected: true,
+    }
+}
+
+use Audience::{Customer, Driver};
+use Channel::{Email, Push, Sms};
+
+impl Event {
+    pub const ALL: [Event; 10] = [
+        Event::BookingConfirmed,
+        Event::PaymentReceipt,
+        Event::Offer,
+        Event::JobAssigned,
+        Event::DriverEnRoute,
+        Event::DriverArrived,
+        Event::JobCompleted,
+        Event::JobCancelled,
+        Event::Reminder24h,
+        Event::Reminder1h,
+    ];
+
+    /// Who is told on which channel (besides the WebSocket frames of the realtime actors).
+    pub fn deliveries(self) -> &'static [Delivery] {
+        // Inline consts: the tables are built at compile time and live for the whole program.
+        match self {
+            Event::BookingConfirmed => const { &[always(Customer, Sms), always(Customer, Email)] },
+            Event::PaymentReceipt => const { &[always(Customer, Email)] },
+            Event::Offer => const { &[without_socket(Driver, Push)] },
+            Event::JobAssigned => {
+                const {
+                    &[
+                        always(Customer, Push),
+                        always(Customer, Sms),
+                        always(Customer, Email),
+                        without_socket(Driver, Push),
+                    ]
+                }
+            }
+            Event::DriverEnRoute => const { &[always(Customer, Push), always(Customer, Sms)] },
+            Event::DriverArrived | Event::JobCompleted => const { &[always(Customer, Push)] },
+            Event::JobCancelled => {
+                const {
+                    &[
+                        always(Customer, Push),
+                        always(Customer, Sms),
+                        without_socket(Driver, Push),
+                    ]
+                }
+            }
+            Event::Reminder24h | Event::Reminder1h => {
+                const { &[always(Customer, Push), always(Customer, Email)] }
+            }
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::BookingConfirmed => "booking_confirmed",
+            Event::PaymentReceipt => "payment_receipt",
+            Event::Offer => "offer",
+            Event::JobAssigned => "job_assigned",
+            Event::DriverEnRoute => "driver_en_route",
+            Event::DriverArrived => "driver_arrived",
+            Event::JobCompleted => "job_completed",
+            Event::JobCancelled => "job_cancelled",
+            Event::Reminder24h => "reminder_24h",
+            Event::Reminder1h => "reminder_1h",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|event| event.as_str() == raw)
+    }
+
+    /// The notification a job status change brings, if any.
+    pub fn of_status(status: umuve_actors::realtime::model::JobStatus) -> Option<Self> {
+        use umuve_actors::realtime::model::JobStatus as S;
+        match status {
+            S::Assigned => Some(Event::JobAssigned),
+            S::EnRoute => Some(Event::DriverEnRoute),
+            S::Arrived => Some(Event::DriverArrived),
+            S::Completed => Some(Event::JobCompleted),
+            S::Cancelled => Some(Event::JobCancelled),
+            S::PendingPayment | S::Dispatching | S::InProgress | S::PaymentFailed => None,
+        }
+    }
+}
+
+impl Channel {
+    pub const ALL: [Channel; 3] = [Channel::Push, Channel::Sms, Channel::Email];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Push => "push",
+            Channel::Sms => "sms",
+            Channel::Email => "email",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|channel| channel.as_str() == raw)
+    }
+}
+
+/// A notification row about to be written.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    pub event: Event,
+    pub channel: Channel,
+    pub user: Uuid,
+    pub job: JobId,
+    pub offer: Option<OfferId>,
+    pub unless_connected: bool,
+    pub dedupe_key: String,
+}
+
+/// The rows `event` about `job` plans: one per delivery whose recipient is given (a job without
+/// a driver tells no driver). `offer` names the offer of an [`Event::Offer`].
+pub fn plan(
+    event: Event,
+    job: JobId,
+    customer: Option<UserId>,
+    driver: Option<UserId>,
+    offer: Option<OfferId>,
+) -> Vec<NewNotification> {
+    event
+        .deliveries()
+        .iter()
+        .filter_map(|delivery| {
+            let user = match delivery.audience {
+                Audience::Customer => customer?,
+                Audience::Driver => driver?,
+            };
+            // The offer is part of the key: a job offered to the same driver twice (after a
+            // restart of dispatching) is two offers.
+            let subject = match offer {
+                Some(offer) => format!("offer_{}", offer.as_uuid()),
+                None => format!("job_{}", job.as_uuid()),
+            };
+            Some(NewNotification {
+                event,
+                channel: delivery.channel,
+                user: user.as_uuid(),
+                job,
+                offer,
+                unless_connected: delivery.unless_connected,
+                dedupe_key: format!(
+                    "{}:{subject}:{}:{}",
+                    event.as_str(),
+                    delivery.channel.as_str(),
+                    user.as_uuid()
+                ),
+            })
+        })
+        .collect()
+}
+
+/// The insert of one planned row; a row with the same key already there is left alone.
+pub(crate) const INSERT_NOTIFICATION: &str = "INSERT INTO notifications \
+     (notification_id, event, channel, user_id, job_id, offer_id, unless_connected, dedupe_key, \
+      state, attempts, next_attempt_at, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $9, $9) ON CONFLICT DO NOTHING";
+
+/// Writes the notifications `$rows` (from [`plan`]) inside the transaction `$tx`, due at `$now`.
+macro_rules! queue_in {
+    ($tx:ident, $rows:expr, $now:expr) => {{
+        let now: chrono::DateTime<chrono::Utc> = $now;
+        for row in $rows {
+            let row: $crate::notifications::NewNotification = row;
+            sqlx::query($crate::notifications::INSERT_NOTIFICATION)
+                .bind(uuid::Uuid::new_v4())
+                .bind(row.event.as_str())
+                .bind(row.channel.as_str())
+                .bind(row.user)
+                .bind(row.job.as_uuid())
+                .bind(row.offer.map(|offer| offer.as_uuid()))
+                .bind(row.unless_connected)
+                .bind(&row.dedupe_key)
+                .bind(now)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
+}
+pub(crate) use queue_in;
+
+/// Where a notification stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// To send, at `next_attempt_at`.
+    Pending,
+    /// Delivered to the provider.
+    Sent,
+    /// Nothing to send: nobody reachable on this channel, or no longer relevant (`last_error`
+    /// says why).
+    Skipped,
+    /// Refused, or out of attempts: a dead letter a dispatcher may send again.
+    Dead,
+}
+
+impl DeliveryState {
+    pub const ALL: [DeliveryState; 4] = [
+        DeliveryState::Pending,
+        DeliveryState::Sent,
+        DeliveryState::Skipped,
+        DeliveryState::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Sent => "sent",
+            DeliveryState::Skipped => "skipped",
+            DeliveryState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == raw)
+    }
+}
+
+/// A row as dispatchers see it (`GET /api/admin/notifications`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct NotificationEntry {
+    pub id: Uuid,
+    pub event: Event,
+    pub channel: Channel,
+    pub user_id: Uuid,
+    pub job_id: Uuid,
+    pub offer_id: Option<Uuid>,
+    pub state: DeliveryState,
+    pub attempts: i64,
+    pub next_attempt_at: DateTime<Utc>,
+    /// Why the last attempt failed, or why it was skipped.
+    pub last_error: Option<String>,
+    /// Who delivered it: `twilio`, `resend`, `sendgrid`, `apns`, `log`.
+    pub provider: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for event in Event::ALL {
+            assert_eq!(Event::parse(event.as_str()), Some(event));
+            // The API shows the names the table stores.
+            assert_eq!(serde_json::to_value(event).unwrap(), event.as_str());
+        }
+        for channel in Channel::ALL {
+            assert_eq!(Channel::parse(channel.as_str()), Some(channel));
+        }
+    }
+
+    #[test]
+    fn a_job_without_a_driver_tells_no_driver() {
+        let job = JobId::from_uuid(Uuid::new_v4());
+        let customer = UserId::from_uuid(Uuid::new_v4());
+        let rows = plan(Event::JobCancelled, job, Some(customer), None, None);
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|row| row.user == customer.as_uuid()));
+        let driver = UserId::from_uuid(Uuid::new_v4());
+        let rows = plan(Event::JobCancelled, job, Some(customer), Some(driver), None);
+        let to_driver: Vec<_> = rows.iter().filter(|r| r.user == driver.as_uuid()).collect();
+        assert_eq!(to_driver.len(), 1);
+        assert_eq!(to_driver[0].channel, Channel::Push);
+        assert!(to_driver[0].unless_connected);
+    }
+
+    #[test]
+    fn keys_differ_per_offer_channel_and_recipient() {
+        let job = JobId::from_uuid(Uuid::new_v4());
+        let customer = UserId::from_uuid(Uuid::new_v4());
+        let driver = UserId::from_uuid(Uuid::new_v4());
+        let first = OfferId::from_uuid(Uuid::new_v4());
+        let second = OfferId::from_uuid(Uuid::new_v4());
+        let a = plan(Event::Offer, job, None, Some(driver), Some(first));
+        let b = plan(Event::Offer, job, None, Some(driver), Some(second));
+        assert_eq!(a.len(), 1);
+        assert_ne!(a[0].dedupe_key, b[0].dedupe_key);
+        let assigned = plan(Event::JobAssigned, job, Some(customer), Some(driver), None);
+        let mut keys: Vec<_> = assigned.iter().map(|r| r.dedupe_key.clone()).collect();
+        keys.dedup();
+        assert_eq!(keys.len(), 4);
+    }
+}

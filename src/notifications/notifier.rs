@@ -1,0 +1,541 @@
+//! The `Notifier` actor: sends the notifications written to the `notifications` table.
+//!
+//! It claims due rows channel by channel, at most `NOTIFY_CONCURRENCY` in flight per channel,
+//! and sends each as its own future through the channel's actor (`Apns`, `SmsSender`,
+//! `EmailSender`); the handlers only start work, so a provider that takes seconds to answer
+//! holds one slot of its own channel and nothing else. WebSocket frames never pass through here.
+//!
+//! At sending time it decides what only it can know: whether the driver's socket is open (an
+//! offer the socket carried is not pushed), whether an offer is still open, whether the job
+//! still waits for a reminded pickup; and it renders the words from the job as it is now.
+//! Outcomes: sent; skipped (nobody reachable, no longer relevant); a failure retried with a
+//! doubling wait; a dead letter after `NOTIFY_MAX_ATTEMPTS` tries or a refusal.
+//!
+//! It also writes pickup reminders as they come due (see
+//! `storage::notifications::queue_due_reminders`): each poll, on the engine's clock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
+use tokio::sync::{Notify, oneshot};
+use umuve_actors::clock::SharedClock;
+use umuve_actors::ids::{JobId, OfferId, UserId};
+use umuve_actors::outbound::{
+    Apns, DeliverEmail, DeliverSms, DeliveryError, Email, EmailKind, EmailSender, Push, PushApp,
+    PushError, SendPush, Sms, SmsKind, SmsSender,
+};
+use umuve_actors::realtime::metrics::METRICS;
+use umuve_actors::realtime::registry::{IsConnected, SessionRegistry};
+
+use super::{Channel, Event};
+use crate::config::NotifyConfig;
+use crate::storage::Db;
+use crate::storage::notifications::{self as store, Due, Outcome};
+use crate::storage::{jobs, offers, users};
+use crate::templates::job_messages::{Facts, Message, render};
+
+/// Longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
+/// How long a claimed row stays with its notifier; longer than any provider call may take.
+const LEASE: Duration = Duration::from_secs(120);
+
+/// What the notifier sends through.
+#[derive(Clone)]
+pub struct Senders {
+    pub registry: Addr<SessionRegistry>,
+    pub apns: Addr<Apns>,
+    /// The push transport's name (`apns`, or `log` without credentials), for the record.
+    pub push_provider: &'static str,
+    /// `None` in production without Twilio: SMS rows are skipped as unsendable.
+    pub sms: Option<Addr<SmsSender>>,
+    pub email: Addr<EmailSender>,
+}
+
+/// Everything one send needs, cheap to clone into its future.
+#[derive(Clone)]
+struct Deps {
+    db: Db,
+    clock: SharedClock,
+    senders: Senders,
+    settings: NotifyConfig,
+}
+
+pub struct Notifier {
+    deps: Deps,
+    /// Rung by whoever writes notifications, so they go out without waiting for a poll.
+    wake: Arc<Notify>,
+    in_flight: HashMap<Channel, u32>,
+    /// A claim of this channel is running; another pump waits for it.
+    claiming: HashMap<Channel, bool>,
+    /// A pump was asked for while a claim ran: run again after it.
+    again: bool,
+    scanning_reminders: bool,
+    draining: bool,
+    drained: Vec<oneshot::Sender<()>>,
+}
+
+impl Notifier {
+    pub fn new(
+        db: Db,
+        clock: SharedClock,
+        senders: Senders,
+        settings: NotifyConfig,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            deps: Deps {
+                db,
+                clock,
+                senders,
+                settings,
+            },
+            wake,
+            in_flight: HashMap::new(),
+            claiming: HashMap::new(),
+            again: false,
+            scanning_reminders: false,
+            draining: false,
+            drained: Vec::new(),
+        }
+    }
+
+    fn total_in_flight(&self) -> u32 {
+        self.in_flight.values().sum()
+    }
+
+    /// Claims what each channel has room for and starts sending it.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.draining {
+            return;
+        }
+        for channel in Channel::ALL {
+            if self.claiming.get(&channel).copied().unwrap_or(false) {
+                self.again = true;
+                continue;
+            }
+            let busy = self.in_flight.get(&channel).copied().unwrap_or(0);
+            let room = self.deps.settings.concurrency.saturating_sub(busy);
+            if room == 0 {
+                continue;
+            }
+            self.claiming.insert(channel, true);
+            let deps = self.deps.clone();
+            let claim = off_actor(async move {
+                let now = deps.clock.now();
+                let lease_until = now + chrono::Duration::from_std(LEASE).expect("a short lease");
+                store::claim_due(&deps.db, channel, now, lease_until, room)
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+            ctx.spawn(claim.into_actor(self).map(move |claimed, this, ctx| {
+                this.claiming.insert(channel, false);
+                let due = match claimed.and_then(|claimed| claimed) {
+                    Ok(due) => due,
+                    Err(error) => {
+                        tracing::warn!(%error, channel = channel.as_str(), "could not read due notifications");
+                        return;
+                    }
+                };
+                let full = due.len() as u32 == room;
+                for row in due {
+                    this.start_send(channel, row, ctx);
+                }
+                if std::mem::take(&mut this.again) || full {
+                    this.pump(ctx);
+                }
+            }));
+        }
+    }
+
+    fn start_send(&mut self, channel: Channel, row: Due, ctx: &mut Context<Self>) {
+        *self.in_flight.entry(channel).or_default() += 1;
+        let deps = self.deps.clone();
+        let send = off_actor(async move {
+            let id = row.notification_id;
+            let outcome = attempt(&deps, &row).await;
+            let counted = match &outcome {
+                Outcome::Sent { .. } => "sent",
+                Outcome::Skipped(_) => "skipped",
+                Outcome::Retry { .. } => "retry",
+                Outcome::Dead(_) => "dead",
+            };
+            METRICS
+                .notifications
+                .with_label_values(&[channel.as_str(), counted])
+                .inc();
+            match &outcome {
+                Outcome::Sent { provider } => {
+                    tracing::info!(notification = %id, event = %row.event, channel = channel.as_str(), provider, "notification sent")
+                }
+                Outcome::Skipped(why) => {
+                    tracing::info!(notification = %id, event = %row.event, channel = channel.as_str(), why = %why, "notification skipped")
+                }
+                Outcome::Retry { error, next, .. } => {
+                    tracing::warn!(notification = %id, event = %row.event, channel = channel.as_str(), attempts = row.attempts, %error, %next, "notification will be retried")
+                }
+                Outcome::Dead(error) => {
+                    tracing::error!(notification = %id, event = %row.event, channel = channel.as_str(), attempts = row.attempts, %error, "notification dead-lettered")
+                }
+            }
+            // Not recorded: the lease passes and the row is tried again.
+            if let Err(error) = store::record(&deps.db, id, &outcome, deps.clock.now()).await {
+                tracing::warn!(%error, notification = %id, "could not record a notification's outcome; it will be retried");
+            }
+        });
+        ctx.spawn(send.into_actor(self).map(move |_, this, ctx| {
+            if let Some(count) = this.in_flight.get_mut(&channel) {
+                *count = count.saturating_sub(1);
+            }
+            if this.draining {
+                if this.total_in_flight() == 0 {
+                    for done in this.drained.drain(..) {
+                        let _ = done.send(());
+                    }
+                }
+            } else {
+                this.pump(ctx);
+            }
+        }));
+    }
+
+    fn scan_reminders(&mut self, ctx: &mut Context<Self>) {
+        if self.scanning_reminders || self.draining {
+            return;
+        }
+        self.scanning_reminders = true;
+        let deps = self.deps.clone();
+        let scan = off_actor(async move {
+            store::queue_due_reminders(&deps.db, deps.clock.now())
+                .await
+                .map_err(|e| e.to_string())
+        });
+        ctx.spawn(scan.into_actor(self).map(|queued, this, ctx| {
+            this.scanning_reminders = false;
+            match queued.and_then(|queued| queued) {
+                Ok(0) => {}
+                Ok(count) => {
+                    tracing::info!(count, "pickup reminders queued");
+                    this.pump(ctx);
+                }
+                Err(error) => tracing::warn!(%error, "could not queue pickup reminders"),
+            }
+        }));
+    }
+}
+
+impl Actor for Notifier {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let wake = self.wake.clone();
+        ctx.add_stream(futures_util::stream::unfold(wake, |wake| async move {
+            wake.notified().await;
+            Some(((), wake))
+        }));
+        self.pump(ctx);
+        self.scan_reminders(ctx);
+        ctx.run_interval(self.deps.settings.poll_every, |this, ctx| {
+            this.pump(ctx);
+            this.scan_reminders(ctx);
+        });
+    }
+}
+
+impl StreamHandler<()> for Notifier {
+    fn handle(&mut self, (): (), ctx: &mut Self::Context) {
+        self.pump(ctx);
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+/// Stop claiming and answer once the sends in flight have ended (shutdown). Rows not yet
+/// claimed stay for the next engine; a send cut short by the process ending is retried once
+/// its lease passes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+impl Handler<Drain> for Notifier {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Drain, _: &mut Self::Context) -> Self::Result {
+        self.draining = true;
+        let (done, wait) = oneshot::channel();
+        if self.total_in_flight() == 0 {
+            let _ = done.send(());
+        } else {
+            self.drained.push(done);
+        }
+        Box::pin(async move {
+            let _ = wait.await;
+        })
+    }
+}
+
+/// Runs `work` as a task of the thread's runtime and waits for it. Database work must not live
+/// in the actor's own futures: when the thread stops, those are dropped after its runtime is
+/// gone, and a pooled connection dropped then panics; a task is dropped while the runtime
+/// shuts down.
+async fn off_actor<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, String> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| format!("the task ended early: {e}"))
+}
+
+/// The wait before attempt `attempts + 1`.
+fn backoff(settings: NotifyConfig, attempts: i64) -> Duration {
+    let doublings = u32::try_from(attempts.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(20);
+    settings
+        .retry_base
+        .saturating_mul(1 << doublings)
+        .min(MAX_BACKOFF)
+}
+
+fn later(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::minutes(30))
+}
+
+/// A failed attempt: retried while attempts are left, otherwise a dead letter.
+fn failed(deps: &Deps, row: &Due, error: String, delivered_to: String) -> Outcome {
+    if row.attempts >= i64::from(deps.settings.max_attempts) {
+        Outcome::Dead(format!("{error} (after {} attempts)", row.attempts))
+    } else {
+        Outcome::Retry {
+            error,
+            next: later(deps.clock.now(), backoff(deps.settings, row.attempts)),
+            delivered_to,
+        }
+    }
+}
+
+/// One attempt at one row.
+async fn attempt(deps: &Deps, row: &Due) -> Outcome {
+    match prepare_and_send(deps, row).await {
+        Ok(outcome) => outcome,
+        // The database failed us: try again later like any temporary failure.
+        Err(error) => failed(
+            deps,
+            row,
+            format!("database: {error}"),
+            row.delivered_to.clone(),
+        ),
+    }
+}
+
+async fn prepare_and_send(deps: &Deps, row: &Due) -> Result<Outcome, sqlx::Error> {
+    let skipped = |why: &str| Ok(Outcome::Skipped(why.to_owned()));
+    let (Some(event), Some(channel)) = (Event::parse(&row.event), Channel::parse(&row.channel))
+    else {
+        return Ok(Outcome::Dead(format!(
+            "unknown event or channel {}/{}",
+            row.event, row.channel
+        )));
+    };
+    let Some(job) = jobs::by_id(&deps.db, JobId::from_uuid(row.job_id)).await? else {
+        return skipped("the job is gone");
+    };
+    let user = UserId::from_uuid(row.user_id);
+    if row.unless_connected
+        && deps
+            .senders
+            .registry
+            .send(IsConnected(user))
+            .await
+            .unwrap_or(false)
+    {
+        return skipped("the recipient's socket carried it");
+    }
+    if let Some(offer) = row.offer_id {
+        let status = offers::status(&deps.db, OfferId::from_uuid(offer)).await?;
+        if status.as_deref() != Some("open") {
+            return skipped("the offer closed before it could be pushed");
+        }
+    }
+    if matches!(event, Event::Reminder24h | Event::Reminder1h) && !store::awaits_pickup(job.status)
+    {
+        return skipped("the job no longer waits for its pickup");
+    }
+    let Some(recipient) = users::by_id(&deps.db, row.user_id).await? else {
+        return skipped("the recipient's account is gone");
+    };
+    let driver_name = match job.driver_id {
+        Some(driver) => users::by_id(&deps.db, driver.as_uuid())
+            .await?
+            .and_then(|d| d.name),
+        None => None,
+    };
+    let to_driver = job.customer_id != user;
+    let facts = Facts {
+        job: &job,
+        recipient_name: recipient.name.as_deref(),
+        driver_name: driver_name.as_deref(),
+        to_driver,
+    };
+    let Some(message) = render(event, channel, &facts) else {
+        return Ok(Outcome::Dead(format!(
+            "no words for {} by {}",
+            event.as_str(),
+            channel.as_str()
+        )));
+    };
+    let key = row.notification_id.to_string();
+    Ok(match message {
+        Message::Sms(body) => {
+            let Some(phone) = recipient.phone else {
+                return skipped("the recipient has no phone number");
+            };
+            let Some(sms) = &deps.senders.sms else {
+                return skipped("no SMS provider is configured");
+            };
+            let sent = sms
+                .send(DeliverSms(Sms {
+                    to: phone,
+                    body,
+                    kind: SmsKind::Notification,
+                }))
+                .await;
+            delivery_outcome(deps, row, sent)
+        }
+        Message::Email {
+            subject,
+            text,
+            html,
+        } => {
+            let Some(address) = recipient.email else {
+                return skipped("the recipient has no email address");
+            };
+            let sent = deps
+                .senders
+                .email
+                .send(DeliverEmail(Email {
+                    to: address,
+                    subject,
+                    text,
+                    html,
+                    kind: EmailKind::Notification,
+                    idempotency_key: Some(key),
+                }))
+                .await;
+            delivery_outcome(deps, row, sent)
+        }
+        Message::Push { title, body, badge } => {
+            let app = if to_driver {
+                PushApp::Driver
+            } else {
+                PushApp::Customer
+            };
+            let app_name = if to_driver { "driver" } else { "customer" };
+            let tokens = store::device_tokens(&deps.db, row.user_id, app_name).await?;
+            let push = Push {
+                token: String::new(),
+                app,
+                title,
+                body,
+                badge,
+                sound: Some("default".into()),
+                job_id: Some(job.id.to_string()),
+                offer_id: row.offer_id.map(|o| o.to_string()),
+            };
+            push_to_devices(deps, row, tokens, push).await
+        }
+    })
+}
+
+fn delivery_outcome(
+    deps: &Deps,
+    row: &Due,
+    sent: Result<Result<&'static str, DeliveryError>, MailboxError>,
+) -> Outcome {
+    match sent {
+        Ok(Ok(provider)) => Outcome::Sent { provider },
+        Ok(Err(DeliveryError::Rejected(why))) => Outcome::Dead(why),
+        Ok(Err(DeliveryError::Temporary(why))) => failed(deps, row, why, String::new()),
+        Err(mailbox) => failed(
+            deps,
+            row,
+            format!("sender unavailable: {mailbox}"),
+            String::new(),
+        ),
+    }
+}
+
+/// Pushes to each of the recipient's devices not reached by an earlier attempt, concurrently.
+async fn push_to_devices(deps: &Deps, row: &Due, tokens: Vec<String>, push: Push) -> Outcome {
+    let mut reached: Vec<String> = row
+        .delivered_to
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let to_send: Vec<String> = tokens
+        .into_iter()
+        .filter(|token| !reached.contains(token))
+        .collect();
+    if to_send.is_empty() {
+        return if reached.is_empty() {
+            Outcome::Skipped("the recipient has no device registered".into())
+        } else {
+            Outcome::Sent {
+                provider: deps.senders.push_provider,
+            }
+        };
+    }
+    let sends = to_send.iter().map(|token| {
+        let push = Push {
+            token: token.clone(),
+            ..push.clone()
+        };
+        deps.senders.apns.send(SendPush(push))
+    });
+    let results = join_all(sends).await;
+    let mut temporary = None;
+    let mut gone = 0;
+    for (token, result) in to_send.iter().zip(results) {
+        match result {
+            Ok(Ok(())) => reached.push(token.clone()),
+            Ok(Err(PushError::TokenGone)) => gone += 1,
+            Ok(Err(PushError::Refused(why))) => {
+                // Refused for this device only (its payload or topic): the others still count.
+                tracing::warn!(notification = %row.notification_id, %why, "APNs refused a push");
+            }
+            Ok(Err(PushError::Temporary(why))) => temporary = Some(why),
+            Err(mailbox) => temporary = Some(format!("push sender unavailable: {mailbox}")),
+        }
+    }
+    match temporary {
+        Some(error) => failed(deps, row, error, reached.join(" ")),
+        None if !reached.is_empty() => Outcome::Sent {
+            provider: deps.senders.push_provider,
+        },
+        None if gone == to_send.len() => {
+            Outcome::Skipped("every device token of the recipient was dead".into())
+        }
+        None => Outcome::Dead("APNs refused the push for every device".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_half_an_hour() {
+        let settings = NotifyConfig {
+            poll_every: Duration::from_secs(1),
+            retry_base: Duration::from_secs(30),
+            max_attempts: 5,
+            concurrency: 4,
+        };
+        let waits: Vec<u64> = (1..=7).map(|n| backoff(settings, n).as_secs()).collect();
+        assert_eq!(waits, [30, 60, 120, 240, 480, 960, 1800]);
+        assert_eq!(backoff(settings, i64::MAX), MAX_BACKOFF);
+    }
+}

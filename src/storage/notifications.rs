@@ -1,0 +1,353 @@
+//! The `notifications` table: messages written with the change that caused them (see
+//! `crate::notifications`), delivered by the notifier.
+//!
+//! Claims work like the payments outbox: a lease (`locked_until`) keeps two notifiers off one
+//! row, a row whose notifier died is taken again once its lease has passed, and every attempt
+//! is counted when claimed. A row is claimed by channel, so a slow provider only ever holds rows
+//! of its own channel.
+
+use chrono::{DateTime, Utc};
+use umuve_actors::ids::{JobId, UserId};
+use umuve_actors::realtime::model::JobStatus;
+use uuid::Uuid;
+
+use super::{Db, in_write_transaction, on_pool};
+use crate::notifications::{Channel, DeliveryState, Event, NotificationEntry, plan};
+
+/// A claimed row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Due {
+    pub notification_id: Uuid,
+    pub event: String,
+    pub channel: String,
+    pub user_id: Uuid,
+    pub job_id: Uuid,
+    pub offer_id: Option<Uuid>,
+    pub unless_connected: bool,
+    /// This attempt included.
+    pub attempts: i64,
+    /// Push: device tokens an earlier attempt reached, space-separated.
+    pub delivered_to: String,
+}
+
+macro_rules! due_columns {
+    () => {
+        "notification_id, event, channel, user_id, job_id, offer_id, unless_connected, \
+         CAST(attempts AS BIGINT) AS attempts, delivered_to"
+    };
+}
+
+/// Claims up to `limit` due rows of `channel` until `lease_until`, oldest due first.
+pub async fn claim_due(
+    db: &Db,
+    channel: Channel,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: u32,
+) -> Result<Vec<Due>, sqlx::Error> {
+    macro_rules! claim {
+        ($lock:literal) => {
+            concat!(
+                "UPDATE notifications SET locked_until = $2, attempts = attempts + 1, \
+                 updated_at = $1 WHERE notification_id IN (SELECT notification_id \
+                 FROM notifications WHERE channel = $3 AND state = 'pending' \
+                 AND next_attempt_at <= $1 AND (locked_until IS NULL OR locked_until <= $1) \
+                 ORDER BY next_attempt_at LIMIT $4",
+                $lock,
+                ") RETURNING ",
+                due_columns!()
+            )
+        };
+    }
+    // PostgreSQL: rows another process is claiming right now are skipped, not waited for.
+    // SQLite's write transaction already excludes other writers.
+    let claim = match db {
+        Db::Postgres(_) => claim!(" FOR UPDATE SKIP LOCKED"),
+        Db::Sqlite(_) => claim!(""),
+    };
+    Ok(in_write_transaction!(db, tx => {
+        sqlx::query_as::<_, Due>(claim)
+            .bind(now)
+            .bind(lease_until)
+            .bind(channel.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?
+    }))
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered by `provider`.
+    Sent { provider: &'static str },
+    /// Nothing to send: nobody reachable on this channel, or no longer relevant.
+    Skipped(String),
+    /// Not this time; due again at `next`. `delivered_to`: push tokens reached so far.
+    Retry {
+        error: String,
+        next: DateTime<Utc>,
+        delivered_to: String,
+    },
+    /// Refused by the provider, or out of attempts: a dead letter for a dispatcher to look at.
+    Dead(String),
+}
+
+/// Records what became of a claimed row (only if it is still pending: a dispatcher's action
+/// in between wins).
+pub async fn record(
+    db: &Db,
+    id: Uuid,
+    outcome: &Outcome,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    const FINAL: &str = "UPDATE notifications SET state = $2, provider = $3, last_error = $4, \
+         locked_until = NULL, updated_at = $5 WHERE notification_id = $1 AND state = 'pending'";
+    const RETRY: &str = "UPDATE notifications SET last_error = $2, next_attempt_at = $3, \
+         delivered_to = $4, locked_until = NULL, updated_at = $5 \
+         WHERE notification_id = $1 AND state = 'pending'";
+    let (state, provider, note) = match outcome {
+        Outcome::Sent { provider } => ("sent", Some(*provider), None),
+        Outcome::Skipped(why) => ("skipped", None, Some(why.as_str())),
+        Outcome::Dead(why) => ("dead", None, Some(why.as_str())),
+        Outcome::Retry {
+            error,
+            next,
+            delivered_to,
+        } => {
+            return on_pool!(db, pool => {
+                sqlx::query(RETRY)
+                    .bind(id)
+                    .bind(error)
+                    .bind(next)
+                    .bind(delivered_to)
+                    .bind(now)
+                    .execute(pool)
+                    .await
+                    .map(|_| ())
+            });
+        }
+    };
+    on_pool!(db, pool => {
+        sqlx::query(FINAL)
+            .bind(id)
+            .bind(state)
+            .bind(provider)
+            .bind(note)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|_| ())
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct EntryRow {
+    notification_id: Uuid,
+    event: String,
+    channel: String,
+    user_id: Uuid,
+    job_id: Uuid,
+    offer_id: Option<Uuid>,
+    state: String,
+    attempts: i64,
+    next_attempt_at: DateTime<Utc>,
+    last_error: Option<String>,
+    provider: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+macro_rules! entry_columns {
+    () => {
+        "notification_id, event, channel, user_id, job_id, offer_id, state, \
+         CAST(attempts AS BIGINT) AS attempts, next_attempt_at, last_error, provider, \
+         created_at, updated_at"
+    };
+}
+
+impl TryFrom<EntryRow> for NotificationEntry {
+    type Error = sqlx::Error;
+
+    fn try_from(row: EntryRow) -> Result<Self, Self::Error> {
+        let corrupt = |what: &str, value: &str| {
+            sqlx::Error::Decode(format!("notifications.{what} = {value:?}").into())
+        };
+        Ok(NotificationEntry {
+            id: row.notification_id,
+            event: Event::parse(&row.event).ok_or_else(|| corrupt("event", &row.event))?,
+            channel: Channel::parse(&row.channel)
+                .ok_or_else(|| corrupt("channel", &row.channel))?,
+            user_id: row.user_id,
+            job_id: row.job_id,
+            offer_id: row.offer_id,
+            state: DeliveryState::parse(&row.state).ok_or_else(|| corrupt("state", &row.state))?,
+            attempts: row.attempts,
+            next_attempt_at: row.next_attempt_at,
+            last_error: row.last_error,
+            provider: row.provider,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+/// Which rows a listing shows.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub state: Option<DeliveryState>,
+    pub job: Option<Uuid>,
+}
+
+/// Rows, newest first, after the keyset position `after`.
+pub async fn list(
+    db: &Db,
+    filter: &Filter,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: u32,
+) -> Result<Vec<NotificationEntry>, sqlx::Error> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        entry_columns!(),
+        " FROM notifications WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR job_id = $2) \
+         AND ($3 IS NULL OR created_at < $3 OR (created_at = $3 AND notification_id < $4)) \
+         ORDER BY created_at DESC, notification_id DESC LIMIT $5"
+    );
+    let (after_time, after_id) = after.unzip();
+    let rows = on_pool!(db, pool => {
+        sqlx::query_as::<_, EntryRow>(SQL)
+            .bind(filter.state.map(DeliveryState::as_str))
+            .bind(filter.job)
+            .bind(after_time)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+    })?;
+    rows.into_iter().map(NotificationEntry::try_from).collect()
+}
+
+/// A dispatcher's "send it again" for a dead letter: due now, attempts counted afresh. `None`
+/// when there is no such dead row.
+pub async fn retry(
+    db: &Db,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<NotificationEntry>, sqlx::Error> {
+    const SQL: &str = concat!(
+        "UPDATE notifications SET state = 'pending', attempts = 0, next_attempt_at = $2, \
+         locked_until = NULL, updated_at = $2 WHERE notification_id = $1 AND state = 'dead' \
+         RETURNING ",
+        entry_columns!()
+    );
+    let row = on_pool!(db, pool => {
+        sqlx::query_as::<_, EntryRow>(SQL).bind(id).bind(now).fetch_optional(pool).await
+    })?;
+    row.map(NotificationEntry::try_from).transpose()
+}
+
+/// The device tokens of `user` in `app` (`customer` or `driver`).
+pub async fn device_tokens(db: &Db, user: Uuid, app: &str) -> Result<Vec<String>, sqlx::Error> {
+    const SQL: &str =
+        "SELECT token FROM device_tokens WHERE user_id = $1 AND app = $2 ORDER BY created_at";
+    on_pool!(db, pool => sqlx::query_scalar(SQL).bind(user).bind(app).fetch_all(pool).await)
+}
+
+/// A pickup reminder: which one, and how long before the pickup it is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reminder {
+    pub event: Event,
+    pub lead: chrono::Duration,
+}
+
+pub const REMINDERS: [Reminder; 2] = [
+    Reminder {
+        event: Event::Reminder24h,
+        lead: chrono::Duration::hours(24),
+    },
+    Reminder {
+        event: Event::Reminder1h,
+        lead: chrono::Duration::hours(1),
+    },
+];
+
+/// Statuses in which a job still waits for its pickup.
+const AWAITING_PICKUP: [JobStatus; 2] = [JobStatus::Dispatching, JobStatus::Assigned];
+
+pub fn awaits_pickup(status: JobStatus) -> bool {
+    AWAITING_PICKUP.contains(&status)
+}
+
+/// Writes the reminders that have come due: for each booked job whose pickup is less than a
+/// reminder's lead away and that has no row of that reminder yet, its rows, in one
+/// transaction per job. A reminder that would say nothing new is written as `skipped` instead,
+/// so it is decided once: the job was booked after the reminder's moment (the confirmation said
+/// it all), or a later reminder is already due (the engine was down meanwhile). Returns how many
+/// rows were written as due.
+pub async fn queue_due_reminders(db: &Db, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    const CANDIDATES: &str = "SELECT j.job_id, j.customer_id, j.scheduled_at, j.created_at \
+         FROM jobs j WHERE j.scheduled_at IS NOT NULL AND j.scheduled_at > $1 \
+         AND j.scheduled_at <= $2 AND j.status IN ($3, $4) AND NOT EXISTS \
+         (SELECT 1 FROM notifications n WHERE n.job_id = j.job_id AND n.event = $5) \
+         ORDER BY j.scheduled_at LIMIT 500";
+    const INSERT: &str = "INSERT INTO notifications \
+         (notification_id, event, channel, user_id, job_id, offer_id, unless_connected, \
+          dedupe_key, state, attempts, next_attempt_at, last_error, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8, 0, $9, $10, $9, $9) ON CONFLICT DO NOTHING";
+    let mut queued = 0;
+    for reminder in REMINDERS {
+        let horizon = now + reminder.lead;
+        let jobs: Vec<(Uuid, Uuid, DateTime<Utc>, DateTime<Utc>)> = on_pool!(db, pool => {
+            sqlx::query_as(CANDIDATES)
+                .bind(now)
+                .bind(horizon)
+                .bind(AWAITING_PICKUP[0].as_str())
+                .bind(AWAITING_PICKUP[1].as_str())
+                .bind(reminder.event.as_str())
+                .fetch_all(pool)
+                .await
+        })?;
+        for (job, customer, scheduled_at, created_at) in jobs {
+            let moment = scheduled_at - reminder.lead;
+            let superseded = REMINDERS
+                .iter()
+                .any(|other| other.lead < reminder.lead && scheduled_at - other.lead <= now);
+            let skipped = if created_at > moment {
+                Some("booked after this reminder's time; the confirmation covered it")
+            } else if superseded {
+                Some("a nearer reminder is already due")
+            } else {
+                None
+            };
+            let rows = plan(
+                reminder.event,
+                JobId::from_uuid(job),
+                Some(UserId::from_uuid(customer)),
+                None,
+                None,
+            );
+            in_write_transaction!(db, tx => {
+                for row in &rows {
+                    let written = sqlx::query(INSERT)
+                        .bind(Uuid::new_v4())
+                        .bind(row.event.as_str())
+                        .bind(row.channel.as_str())
+                        .bind(row.user)
+                        .bind(job)
+                        .bind(row.unless_connected)
+                        .bind(&row.dedupe_key)
+                        .bind(if skipped.is_some() { "skipped" } else { "pending" })
+                        .bind(now)
+                        .bind(skipped)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if skipped.is_none() {
+                        queued += written;
+                    }
+                }
+            });
+        }
+    }
+    Ok(queued)
+}
