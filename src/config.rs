@@ -216,7 +216,8 @@ pub struct DispatchSettings {
     pub radius_m: f64,
     pub driver_stale: Duration,
     /// `DRIVER_OFFLINE_GRACE_SECS`: a driver whose socket closed (app in the background) is
-    /// still offered jobs, by push, this long while their position is fresh; 0 = at once offline.
+    /// still offered jobs, by push, this long while their position is fresh; 0 = at once offline
+    /// (the default without APNs credentials, 60 s with them).
     pub offline_grace: Duration,
     pub map_tick: Duration,
     pub lead: Duration,
@@ -607,6 +608,11 @@ impl Settings {
             }),
         };
 
+        let apns_ready = apns.key_id.is_some()
+            && apns.team_id.is_some()
+            && apns.auth_key_path.is_some()
+            && apns.bundle_id.is_some()
+            && apns.driver_bundle_id.is_some();
         if apns.key_id.is_none() || apns.auth_key_path.is_none() {
             warnings.push(
                 "APNs is not configured (APNS_KEY_ID, APNS_AUTH_KEY_PATH): pushes are logged, not sent"
@@ -660,7 +666,10 @@ impl Settings {
                 }
             }),
             driver_stale: Duration::from_secs(r.number("DRIVER_STALE_SECS", 60)),
-            offline_grace: Duration::from_secs(r.number("DRIVER_OFFLINE_GRACE_SECS", 60)),
+            // Without push, a driver without a socket could not see an offer: no grace then.
+            offline_grace: Duration::from_secs(
+                r.number("DRIVER_OFFLINE_GRACE_SECS", if apns_ready { 60 } else { 0 }),
+            ),
             map_tick: Duration::from_millis(r.number("MAP_TICK_MS", 250)),
             lead: Duration::from_secs(60 * r.number::<u64>("DISPATCH_LEAD_MINUTES", 60)),
             tick: Duration::from_millis(r.number::<u64>("DISPATCH_TICK_MS", 100).max(1)),

@@ -30,8 +30,9 @@ use crate::storage::Db;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// How long in-flight requests get to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// How long notifications being sent get to finish at shutdown.
-const NOTIFIER_DRAIN_GRACE: Duration = Duration::from_secs(10);
+/// How long notifications being sent get to finish at shutdown: longer than one provider call
+/// may take (15 s), so a send the provider accepted is recorded and not repeated.
+const NOTIFIER_DRAIN_GRACE: Duration = Duration::from_secs(20);
 
 /// The OpenAPI document of the routes this build serves.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {

@@ -310,6 +310,97 @@ async fn old_and_stale_positions_are_handled() {
 }
 
 #[actix_rt::test]
+async fn a_driver_whose_socket_closed_is_offered_jobs_for_the_grace_only() {
+    let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 25, 19, 0, 0).unwrap());
+    let rooms = RoomDirectory::new().start();
+    let geo = GeoIndex::new(
+        Arc::new(ServiceArea::south_florida()),
+        Arc::new(clock.clone()),
+        Duration::from_secs(60),
+        rooms,
+        Arc::new(MemoryStore::default()),
+    )
+    .offline_grace(Duration::from_secs(30))
+    .start();
+    let brickell = (25.7617, -80.1918);
+    let driver = DriverId::new_random();
+    geo.send(DriverConnected {
+        driver,
+        approved: true,
+    })
+    .await
+    .unwrap();
+    geo.send(SetAvailability {
+        driver,
+        approved: None,
+        available: true,
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    geo.send(LocationBatch(vec![(
+        driver,
+        fix(&clock, brickell.0, brickell.1, 1),
+    )]))
+    .await
+    .unwrap();
+    geo.send(DrainMapChanges).await.unwrap();
+    let dispatchable = || {
+        geo.send(FindNearest {
+            at: LatLng::new(brickell.0, brickell.1).unwrap(),
+            radius_m: 5_000.0,
+            limit: 10,
+            filter: SearchFilter {
+                dispatchable: true,
+                ..SearchFilter::default()
+            },
+        })
+    };
+
+    // The app went to the background: still offered jobs, shown as not connected.
+    geo.send(DriverDisconnected { driver }).await.unwrap();
+    let found = dispatchable().await.unwrap();
+    assert_eq!(
+        found
+            .iter()
+            .map(|d| (d.driver_id, d.connected))
+            .collect::<Vec<_>>(),
+        [(driver, false)]
+    );
+    assert!(geo.send(DrainMapChanges).await.unwrap().offline.is_empty());
+
+    // The grace is over: out of searches at once, and off the map at the next sweep.
+    clock.advance(chrono::Duration::seconds(31));
+    assert!(dispatchable().await.unwrap().is_empty());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let changes = geo.send(DrainMapChanges).await.unwrap();
+        if changes.offline == [driver] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never taken offline");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // It connects again: dispatchable on its next report, and shown connected.
+    geo.send(DriverConnected {
+        driver,
+        approved: true,
+    })
+    .await
+    .unwrap();
+    geo.send(LocationBatch(vec![(
+        driver,
+        fix(&clock, brickell.0, brickell.1, 2),
+    )]))
+    .await
+    .unwrap();
+    let found = dispatchable().await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert!(found[0].connected);
+}
+
+#[actix_rt::test]
 async fn positions_are_saved_once_per_change() {
     let s = setup();
     let drivers: Vec<DriverId> = (0..3).map(|_| DriverId::new_random()).collect();

@@ -11,6 +11,9 @@ CREATE TABLE notifications (
     user_id          BLOB NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
     job_id           BLOB NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
     offer_id         BLOB,
+    -- The job's driver when the row was written: a message about a driver is dropped when the
+    -- job has another by the time it is sent. Like offer_id, not a reference: the row is a record.
+    driver_id        BLOB,
     -- Push only when the recipient has no open socket at sending time (offers: the socket
     -- already carried it).
     unless_connected BOOLEAN NOT NULL DEFAULT FALSE,

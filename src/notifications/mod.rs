@@ -14,6 +14,7 @@ pub mod notifier;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use umuve_actors::ids::{JobId, OfferId, UserId};
+use umuve_actors::realtime::model::{Job, JobStatus};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -154,16 +155,39 @@ impl Event {
         Self::ALL.into_iter().find(|event| event.as_str() == raw)
     }
 
-    /// The notification a job status change brings, if any.
-    pub fn of_status(status: umuve_actors::realtime::model::JobStatus) -> Option<Self> {
-        use umuve_actors::realtime::model::JobStatus as S;
-        match status {
-            S::Assigned => Some(Event::JobAssigned),
-            S::EnRoute => Some(Event::DriverEnRoute),
-            S::Arrived => Some(Event::DriverArrived),
-            S::Completed => Some(Event::JobCompleted),
-            S::Cancelled => Some(Event::JobCancelled),
-            S::PendingPayment | S::Dispatching | S::InProgress | S::PaymentFailed => None,
+    /// The notifications a job's move from `from` to `to` brings (the payment webhook adds the
+    /// receipt itself).
+    pub fn of_change(from: JobStatus, to: JobStatus) -> &'static [Event] {
+        use JobStatus as S;
+        let unpaid = matches!(from, S::PendingPayment | S::PaymentFailed);
+        match to {
+            // A dispatcher starting an unpaid booking by hand books it.
+            S::Dispatching if unpaid => &[Event::BookingConfirmed],
+            S::Assigned => &[Event::JobAssigned],
+            S::EnRoute => &[Event::DriverEnRoute],
+            S::Arrived => &[Event::DriverArrived],
+            S::Completed => &[Event::JobCompleted],
+            // A booking never confirmed is dropped without a word.
+            S::Cancelled if unpaid => &[],
+            S::Cancelled => &[Event::JobCancelled],
+            S::Dispatching | S::PendingPayment | S::InProgress | S::PaymentFailed => &[],
+        }
+    }
+
+    /// Whether a message of this event about `job`, written when `driver` had it, still says
+    /// something true: a message sent late (a retry) after the job moved on, or to another
+    /// driver, is dropped instead of announcing the past.
+    pub fn still_relevant(self, job: &Job, driver: Option<UserId>) -> bool {
+        use JobStatus as S;
+        let same_driver = job.driver_id.map(UserId::from) == driver;
+        match self {
+            Event::BookingConfirmed => job.status != S::Cancelled,
+            Event::PaymentReceipt | Event::JobCancelled | Event::JobCompleted => true,
+            // Offers and reminders are checked against the offer and the pickup.
+            Event::Offer | Event::Reminder24h | Event::Reminder1h => true,
+            Event::JobAssigned => same_driver && matches!(job.status, S::Assigned | S::EnRoute),
+            Event::DriverEnRoute => same_driver && job.status == S::EnRoute,
+            Event::DriverArrived => same_driver && matches!(job.status, S::Arrived | S::InProgress),
         }
     }
 }
@@ -194,6 +218,8 @@ pub struct NewNotification {
     pub user: Uuid,
     pub job: JobId,
     pub offer: Option<OfferId>,
+    /// The job's driver when it was written.
+    pub driver: Option<Uuid>,
     pub unless_connected: bool,
     pub dedupe_key: String,
 }
@@ -216,10 +242,14 @@ pub fn plan(
                 Audience::Driver => driver?,
             };
             // The offer is part of the key: a job offered to the same driver twice (after a
-            // restart of dispatching) is two offers.
-            let subject = match offer {
-                Some(offer) => format!("offer_{}", offer.as_uuid()),
-                None => format!("job_{}", job.as_uuid()),
+            // restart of dispatching) is two offers. So is the driver: a job given back and
+            // taken by another driver is announced again.
+            let subject = match (offer, driver) {
+                (Some(offer), _) => format!("offer_{}", offer.as_uuid()),
+                (None, Some(driver)) => {
+                    format!("job_{}_driver_{}", job.as_uuid(), driver.as_uuid())
+                }
+                (None, None) => format!("job_{}", job.as_uuid()),
             };
             Some(NewNotification {
                 event,
@@ -227,6 +257,7 @@ pub fn plan(
                 user: user.as_uuid(),
                 job,
                 offer,
+                driver: driver.map(|d| d.as_uuid()),
                 unless_connected: delivery.unless_connected,
                 dedupe_key: format!(
                     "{}:{subject}:{}:{}",
@@ -241,9 +272,9 @@ pub fn plan(
 
 /// The insert of one planned row; a row with the same key already there is left alone.
 pub(crate) const INSERT_NOTIFICATION: &str = "INSERT INTO notifications \
-     (notification_id, event, channel, user_id, job_id, offer_id, unless_connected, dedupe_key, \
-      state, attempts, next_attempt_at, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $9, $9) ON CONFLICT DO NOTHING";
+     (notification_id, event, channel, user_id, job_id, offer_id, driver_id, unless_connected, \
+      dedupe_key, state, attempts, next_attempt_at, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, $10, $10) ON CONFLICT DO NOTHING";
 
 /// Writes the notifications `$rows` (from [`plan`]) inside the transaction `$tx`, due at `$now`.
 macro_rules! queue_in {
@@ -258,6 +289,7 @@ macro_rules! queue_in {
                 .bind(row.user)
                 .bind(row.job.as_uuid())
                 .bind(row.offer.map(|offer| offer.as_uuid()))
+                .bind(row.driver)
                 .bind(row.unless_connected)
                 .bind(&row.dedupe_key)
                 .bind(now)
@@ -339,6 +371,27 @@ mod tests {
         for channel in Channel::ALL {
             assert_eq!(Channel::parse(channel.as_str()), Some(channel));
         }
+    }
+
+    #[test]
+    fn changes_bring_their_notifications() {
+        use JobStatus as S;
+        assert_eq!(
+            Event::of_change(S::PendingPayment, S::Dispatching),
+            [Event::BookingConfirmed]
+        );
+        assert!(Event::of_change(S::Assigned, S::Dispatching).is_empty());
+        // An unconfirmed booking dropped: no word; a booked job cancelled: told.
+        assert!(Event::of_change(S::PendingPayment, S::Cancelled).is_empty());
+        assert!(Event::of_change(S::PaymentFailed, S::Cancelled).is_empty());
+        assert_eq!(
+            Event::of_change(S::Dispatching, S::Cancelled),
+            [Event::JobCancelled]
+        );
+        assert_eq!(
+            Event::of_change(S::InProgress, S::Completed),
+            [Event::JobCompleted]
+        );
     }
 
     #[test]

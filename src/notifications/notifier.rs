@@ -42,6 +42,8 @@ use crate::templates::job_messages::{Facts, Message, render};
 const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
 /// How long a claimed row stays with its notifier; longer than any provider call may take.
 const LEASE: Duration = Duration::from_secs(120);
+/// A notification sent this long after its change is checked against the job first.
+const LATE_AFTER: chrono::Duration = chrono::Duration::minutes(1);
 
 /// What the notifier sends through.
 #[derive(Clone)]
@@ -69,10 +71,13 @@ pub struct Notifier {
     /// Rung by whoever writes notifications, so they go out without waiting for a poll.
     wake: Arc<Notify>,
     in_flight: HashMap<Channel, u32>,
-    /// A claim of this channel is running; another pump waits for it.
+    /// A claim of this channel is running; another pump of it waits for it.
     claiming: HashMap<Channel, bool>,
-    /// A pump was asked for while a claim ran: run again after it.
-    again: bool,
+    /// Asked to pump while its claim ran: pump again after it.
+    again: HashMap<Channel, bool>,
+    /// The channel's last claim found less than it had room for: nothing more is due until a
+    /// wake-up or a poll, so finished sends do not claim again.
+    idle: HashMap<Channel, bool>,
     scanning_reminders: bool,
     draining: bool,
     drained: Vec<oneshot::Sender<()>>,
@@ -96,58 +101,114 @@ impl Notifier {
             wake,
             in_flight: HashMap::new(),
             claiming: HashMap::new(),
-            again: false,
+            again: HashMap::new(),
+            idle: HashMap::new(),
             scanning_reminders: false,
             draining: false,
             drained: Vec::new(),
         }
     }
 
-    fn total_in_flight(&self) -> u32 {
-        self.in_flight.values().sum()
+    fn flag(map: &HashMap<Channel, bool>, channel: Channel) -> bool {
+        map.get(&channel).copied().unwrap_or(false)
     }
 
-    /// Claims what each channel has room for and starts sending it.
-    fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.draining {
+    /// Something may be due on any channel (a wake-up, a poll).
+    fn pump_all(&mut self, ctx: &mut Context<Self>) {
+        for channel in Channel::ALL {
+            self.idle.insert(channel, false);
+            self.pump(channel, ctx);
+        }
+    }
+
+    /// Claims what `channel` has room for and starts sending it.
+    fn pump(&mut self, channel: Channel, ctx: &mut Context<Self>) {
+        if self.draining || Self::flag(&self.idle, channel) {
             return;
         }
-        for channel in Channel::ALL {
-            if self.claiming.get(&channel).copied().unwrap_or(false) {
-                self.again = true;
-                continue;
-            }
-            let busy = self.in_flight.get(&channel).copied().unwrap_or(0);
-            let room = self.deps.settings.concurrency.saturating_sub(busy);
-            if room == 0 {
-                continue;
-            }
-            self.claiming.insert(channel, true);
-            let deps = self.deps.clone();
-            let claim = off_actor(async move {
-                let now = deps.clock.now();
-                let lease_until = now + chrono::Duration::from_std(LEASE).expect("a short lease");
-                store::claim_due(&deps.db, channel, now, lease_until, room)
-                    .await
-                    .map_err(|e| e.to_string())
-            });
-            ctx.spawn(claim.into_actor(self).map(move |claimed, this, ctx| {
-                this.claiming.insert(channel, false);
-                let due = match claimed.and_then(|claimed| claimed) {
-                    Ok(due) => due,
-                    Err(error) => {
-                        tracing::warn!(%error, channel = channel.as_str(), "could not read due notifications");
-                        return;
-                    }
-                };
-                let full = due.len() as u32 == room;
-                for row in due {
-                    this.start_send(channel, row, ctx);
+        if Self::flag(&self.claiming, channel) {
+            self.again.insert(channel, true);
+            return;
+        }
+        let busy = self.in_flight.get(&channel).copied().unwrap_or(0);
+        let room = self.deps.settings.concurrency.saturating_sub(busy);
+        if room == 0 {
+            return;
+        }
+        self.claiming.insert(channel, true);
+        let deps = self.deps.clone();
+        let claim = off_actor(async move {
+            let now = deps.clock.now();
+            let lease_until = now + chrono::Duration::from_std(LEASE).expect("a short lease");
+            store::claim_due(&deps.db, channel, now, lease_until, room)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        ctx.spawn(claim.into_actor(self).map(move |claimed, this, ctx| {
+            this.claiming.insert(channel, false);
+            let due = match claimed.and_then(|claimed| claimed) {
+                Ok(due) => due,
+                Err(error) => {
+                    tracing::warn!(%error, channel = channel.as_str(), "could not read due notifications");
+                    this.check_drained();
+                    return;
                 }
-                if std::mem::take(&mut this.again) || full {
-                    this.pump(ctx);
-                }
-            }));
+            };
+            if this.draining {
+                this.give_back(channel, due, ctx);
+                return;
+            }
+            let full = due.len() as u32 == room;
+            this.idle.insert(channel, !full);
+            for row in due {
+                this.start_send(channel, row, ctx);
+            }
+            if this.again.remove(&channel).unwrap_or(false) {
+                this.idle.insert(channel, false);
+                this.pump(channel, ctx);
+            } else if full {
+                this.pump(channel, ctx);
+            }
+        }));
+    }
+
+    /// Rows claimed while stopping go back unsent, for the next notifier.
+    fn give_back(&mut self, channel: Channel, due: Vec<Due>, ctx: &mut Context<Self>) {
+        if due.is_empty() {
+            self.check_drained();
+            return;
+        }
+        *self.in_flight.entry(channel).or_default() += 1;
+        let db = self.deps.db.clone();
+        let claimed: Vec<_> = due
+            .iter()
+            .map(|row| (row.notification_id, row.attempts))
+            .collect();
+        let release = off_actor(async move { store::release(&db, &claimed).await });
+        ctx.spawn(release.into_actor(self).map(move |released, this, _| {
+            if !matches!(released, Ok(Ok(()))) {
+                tracing::warn!("could not give back claimed notifications; their lease will");
+            }
+            this.finished(channel);
+        }));
+    }
+
+    /// A send (or a give-back) of `channel` ended.
+    fn finished(&mut self, channel: Channel) {
+        if let Some(count) = self.in_flight.get_mut(&channel) {
+            *count = count.saturating_sub(1);
+        }
+        self.check_drained();
+    }
+
+    /// While stopping: answers the waiting `Drain` once nothing is claimed or being sent.
+    fn check_drained(&mut self) {
+        let claiming = self.claiming.values().any(|c| *c);
+        let sending = self.in_flight.values().any(|n| *n > 0);
+        if self.draining && !claiming && !sending {
+            for done in self.drained.drain(..) {
+                let _ = done.send(());
+            }
         }
     }
 
@@ -182,23 +243,14 @@ impl Notifier {
                 }
             }
             // Not recorded: the lease passes and the row is tried again.
-            if let Err(error) = store::record(&deps.db, id, &outcome, deps.clock.now()).await {
+            let now = deps.clock.now();
+            if let Err(error) = store::record(&deps.db, id, row.attempts, &outcome, now).await {
                 tracing::warn!(%error, notification = %id, "could not record a notification's outcome; it will be retried");
             }
         });
         ctx.spawn(send.into_actor(self).map(move |_, this, ctx| {
-            if let Some(count) = this.in_flight.get_mut(&channel) {
-                *count = count.saturating_sub(1);
-            }
-            if this.draining {
-                if this.total_in_flight() == 0 {
-                    for done in this.drained.drain(..) {
-                        let _ = done.send(());
-                    }
-                }
-            } else {
-                this.pump(ctx);
-            }
+            this.finished(channel);
+            this.pump(channel, ctx);
         }));
     }
 
@@ -219,7 +271,7 @@ impl Notifier {
                 Ok(0) => {}
                 Ok(count) => {
                     tracing::info!(count, "pickup reminders queued");
-                    this.pump(ctx);
+                    this.pump_all(ctx);
                 }
                 Err(error) => tracing::warn!(%error, "could not queue pickup reminders"),
             }
@@ -236,10 +288,10 @@ impl Actor for Notifier {
             wake.notified().await;
             Some(((), wake))
         }));
-        self.pump(ctx);
+        self.pump_all(ctx);
         self.scan_reminders(ctx);
         ctx.run_interval(self.deps.settings.poll_every, |this, ctx| {
-            this.pump(ctx);
+            this.pump_all(ctx);
             this.scan_reminders(ctx);
         });
     }
@@ -247,15 +299,15 @@ impl Actor for Notifier {
 
 impl StreamHandler<()> for Notifier {
     fn handle(&mut self, (): (), ctx: &mut Self::Context) {
-        self.pump(ctx);
+        self.pump_all(ctx);
     }
 
     fn finished(&mut self, _: &mut Self::Context) {}
 }
 
-/// Stop claiming and answer once the sends in flight have ended (shutdown). Rows not yet
-/// claimed stay for the next engine; a send cut short by the process ending is retried once
-/// its lease passes.
+/// Stop claiming and answer once the sends in flight have ended (shutdown); rows claimed in
+/// the meantime are given back unsent. Rows not yet claimed stay for the next engine; a send
+/// cut short by the process ending is retried once its lease passes.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Drain;
@@ -266,11 +318,8 @@ impl Handler<Drain> for Notifier {
     fn handle(&mut self, _: Drain, _: &mut Self::Context) -> Self::Result {
         self.draining = true;
         let (done, wait) = oneshot::channel();
-        if self.total_in_flight() == 0 {
-            let _ = done.send(());
-        } else {
-            self.drained.push(done);
-        }
+        self.drained.push(done);
+        self.check_drained();
         Box::pin(async move {
             let _ = wait.await;
         })
@@ -287,6 +336,23 @@ async fn off_actor<T: Send + 'static>(
     tokio::spawn(work)
         .await
         .map_err(|e| format!("the task ended early: {e}"))
+}
+
+/// The notification's id with a digest of its words.
+fn idempotency_key(id: uuid::Uuid, parts: [&str; 3]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    for part in parts {
+        digest.update(part.as_bytes());
+        digest.update([0u8]);
+    }
+    let words: String = digest
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{id}-{words}")
 }
 
 /// The wait before attempt `attempts + 1`.
@@ -343,6 +409,13 @@ async fn prepare_and_send(deps: &Deps, row: &Due) -> Result<Outcome, sqlx::Error
     let Some(job) = jobs::by_id(&deps.db, JobId::from_uuid(row.job_id)).await? else {
         return skipped("the job is gone");
     };
+    // A first attempt goes out right after its change and says what happened, even if the job
+    // moved again in the same second; a late one (a retry, or long after its change) must still
+    // be true.
+    let late = row.attempts > 1 || deps.clock.now() - row.created_at > LATE_AFTER;
+    if late && !event.still_relevant(&job, row.driver_id.map(UserId::from_uuid)) {
+        return skipped("the job has moved on since");
+    }
     let user = UserId::from_uuid(row.user_id);
     if row.unless_connected
         && deps
@@ -387,7 +460,6 @@ async fn prepare_and_send(deps: &Deps, row: &Due) -> Result<Outcome, sqlx::Error
             channel.as_str()
         )));
     };
-    let key = row.notification_id.to_string();
     Ok(match message {
         Message::Sms(body) => {
             let Some(phone) = recipient.phone else {
@@ -413,6 +485,9 @@ async fn prepare_and_send(deps: &Deps, row: &Due) -> Result<Outcome, sqlx::Error
             let Some(address) = recipient.email else {
                 return skipped("the recipient has no email address");
             };
+            // The same words on a repeated attempt carry the same key (Resend sends them once);
+            // words that changed in between (the job moved) are a new message.
+            let key = idempotency_key(row.notification_id, [&subject, &text, &html]);
             let sent = deps
                 .senders
                 .email

@@ -260,8 +260,10 @@ pub async fn move_status(
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            if let (Some(job), Some(told)) = (&row, Event::of_status(event.to)) {
-                queue_in!(tx, job.notifications(told), now);
+            if let Some(job) = &row {
+                for told in Event::of_change(from, event.to) {
+                    queue_in!(tx, job.notifications(*told), now);
+                }
             }
             let money_moves = matches!(event.to, JobStatus::Completed | JobStatus::Cancelled);
             let paid: Option<i64> = if money_moves {

@@ -23,21 +23,25 @@ pub struct Due {
     pub user_id: Uuid,
     pub job_id: Uuid,
     pub offer_id: Option<Uuid>,
+    /// The job's driver when the row was written.
+    pub driver_id: Option<Uuid>,
     pub unless_connected: bool,
     /// This attempt included.
     pub attempts: i64,
     /// Push: device tokens an earlier attempt reached, space-separated.
     pub delivered_to: String,
+    pub created_at: DateTime<Utc>,
 }
 
 macro_rules! due_columns {
     () => {
-        "notification_id, event, channel, user_id, job_id, offer_id, unless_connected, \
-         CAST(attempts AS BIGINT) AS attempts, delivered_to"
+        "notification_id, event, channel, user_id, job_id, offer_id, driver_id, \
+         unless_connected, CAST(attempts AS BIGINT) AS attempts, delivered_to, created_at"
     };
 }
 
-/// Claims up to `limit` due rows of `channel` until `lease_until`, oldest due first.
+/// Claims up to `limit` due rows of `channel` until `lease_until`: offers first (they expire in
+/// seconds), then oldest due first.
 pub async fn claim_due(
     db: &Db,
     channel: Channel,
@@ -52,7 +56,7 @@ pub async fn claim_due(
                  updated_at = $1 WHERE notification_id IN (SELECT notification_id \
                  FROM notifications WHERE channel = $3 AND state = 'pending' \
                  AND next_attempt_at <= $1 AND (locked_until IS NULL OR locked_until <= $1) \
-                 ORDER BY next_attempt_at LIMIT $4",
+                 ORDER BY CASE WHEN event = 'offer' THEN 0 ELSE 1 END, next_attempt_at LIMIT $4",
                 $lock,
                 ") RETURNING ",
                 due_columns!()
@@ -65,6 +69,16 @@ pub async fn claim_due(
         Db::Postgres(_) => claim!(" FOR UPDATE SKIP LOCKED"),
         Db::Sqlite(_) => claim!(""),
     };
+    // Most polls find nothing: a read says so without taking SQLite's write lock.
+    const ANY_DUE: &str = "SELECT COUNT(*) FROM notifications WHERE channel = $2 \
+         AND state = 'pending' AND next_attempt_at <= $1 \
+         AND (locked_until IS NULL OR locked_until <= $1)";
+    let due: i64 = on_pool!(db, pool => {
+        sqlx::query_scalar(ANY_DUE).bind(now).bind(channel.as_str()).fetch_one(pool).await
+    })?;
+    if due == 0 {
+        return Ok(Vec::new());
+    }
     Ok(in_write_transaction!(db, tx => {
         sqlx::query_as::<_, Due>(claim)
             .bind(now)
@@ -93,19 +107,21 @@ pub enum Outcome {
     Dead(String),
 }
 
-/// Records what became of a claimed row (only if it is still pending: a dispatcher's action
-/// in between wins).
+/// Records what became of the claim `attempt` of a row: only if the row is still pending under
+/// that claim (a dispatcher's action, or a later claim after this one's lease ran out, wins).
 pub async fn record(
     db: &Db,
     id: Uuid,
+    attempt: i64,
     outcome: &Outcome,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     const FINAL: &str = "UPDATE notifications SET state = $2, provider = $3, last_error = $4, \
-         locked_until = NULL, updated_at = $5 WHERE notification_id = $1 AND state = 'pending'";
+         locked_until = NULL, updated_at = $5 WHERE notification_id = $1 AND state = 'pending' \
+         AND attempts = $6";
     const RETRY: &str = "UPDATE notifications SET last_error = $2, next_attempt_at = $3, \
          delivered_to = $4, locked_until = NULL, updated_at = $5 \
-         WHERE notification_id = $1 AND state = 'pending'";
+         WHERE notification_id = $1 AND state = 'pending' AND attempts = $6";
     let (state, provider, note) = match outcome {
         Outcome::Sent { provider } => ("sent", Some(*provider), None),
         Outcome::Skipped(why) => ("skipped", None, Some(why.as_str())),
@@ -122,6 +138,7 @@ pub async fn record(
                     .bind(next)
                     .bind(delivered_to)
                     .bind(now)
+                    .bind(attempt)
                     .execute(pool)
                     .await
                     .map(|_| ())
@@ -135,9 +152,33 @@ pub async fn record(
             .bind(provider)
             .bind(note)
             .bind(now)
+            .bind(attempt)
             .execute(pool)
             .await
             .map(|_| ())
+    })
+}
+
+/// Gives claimed rows back unsent (a notifier stopping before it sent them): due again at
+/// once for the next notifier, the attempt not counted.
+pub async fn release(db: &Db, claimed: &[(Uuid, i64)]) -> Result<(), sqlx::Error> {
+    const SQL: &str = "UPDATE notifications SET locked_until = NULL, attempts = attempts - 1 \
+         WHERE notification_id = $1 AND state = 'pending' AND attempts = $2";
+    for (id, attempt) in claimed {
+        on_pool!(db, pool => {
+            sqlx::query(SQL).bind(id).bind(attempt).execute(pool).await.map(|_| ())
+        })?;
+    }
+    Ok(())
+}
+
+/// Deletes sent and skipped rows last changed before `before` (dead letters stay until a
+/// dispatcher deals with them); returns how many.
+pub async fn purge_settled(db: &Db, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    const SQL: &str = "DELETE FROM notifications WHERE state IN ('sent', 'skipped') \
+         AND updated_at < $1";
+    on_pool!(db, pool => {
+        sqlx::query(SQL).bind(before).execute(pool).await.map(|done| done.rows_affected())
     })
 }
 

@@ -111,14 +111,15 @@ pub async fn open(
                      ON CONFLICT DO NOTHING RETURNING offer_id), \
                  told AS ( \
                      INSERT INTO notifications (notification_id, event, channel, user_id, job_id, \
-                         offer_id, unless_connected, dedupe_key, state, attempts, next_attempt_at, \
-                         created_at, updated_at) \
+                         offer_id, driver_id, unless_connected, dedupe_key, state, attempts, \
+                         next_attempt_at, created_at, updated_at) \
                      SELECT n.notification_id, n.event, n.channel, n.user_id, n.job_id, \
-                         n.offer_id, n.unless_connected, n.dedupe_key, 'pending', 0, $6, $6, $6 \
+                         n.offer_id, n.driver_id, n.unless_connected, n.dedupe_key, 'pending', 0, \
+                         $6, $6, $6 \
                      FROM UNNEST($7::uuid[], $8::text[], $9::text[], $10::uuid[], $11::uuid[], \
-                         $12::uuid[], $13::bool[], $14::text[]) \
+                         $12::uuid[], $13::uuid[], $14::bool[], $15::text[]) \
                          AS n (notification_id, event, channel, user_id, job_id, offer_id, \
-                             unless_connected, dedupe_key) \
+                             driver_id, unless_connected, dedupe_key) \
                      JOIN opened USING (offer_id) \
                      ON CONFLICT DO NOTHING) \
                  SELECT offer_id FROM opened";
@@ -140,6 +141,7 @@ pub async fn open(
                 .bind(note(|n| n.user))
                 .bind(note(|n| n.job.as_uuid()))
                 .bind(note(|n| n.offer.map_or(Uuid::nil(), |o| o.as_uuid())))
+                .bind(note(|n| n.driver.unwrap_or(Uuid::nil())))
                 .bind(notes.iter().map(|n| n.unless_connected).collect::<Vec<_>>())
                 .bind(
                     notes

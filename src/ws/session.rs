@@ -697,7 +697,8 @@ impl<R: SessionRole> Actor for WsSession<R> {
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
         let hub = &self.state.hub;
-        // The geo index first: once the registry shows the socket gone, the index has heard.
+        // The geo index is told first: by the time the registry shows the socket gone, the
+        // index's message is already in its mailbox.
         if let Some(driver) = self.role.driver() {
             hub.geo.do_send(DriverDisconnected { driver });
         }

@@ -204,6 +204,7 @@ on_both_databases!(
     a_dead_device_token_is_forgotten,
     a_device_token_follows_the_newest_user_who_registers_it,
     a_slow_provider_delays_no_broadcast_and_no_other_channel,
+    a_new_driver_is_announced_and_a_late_retry_says_nothing_stale,
     notifications_left_unsent_go_out_once_after_a_restart,
     pickup_reminders_go_out_once_each_across_a_restart,
 );
@@ -323,7 +324,8 @@ async fn the_whole_job_flow_tells_each_person_on_the_right_channels(backend: Bac
 }
 
 async fn an_offer_reaches_a_driver_without_a_socket_by_push(backend: Backend) {
-    let app = spawn_app_with(backend, env()).await;
+    // The default with APNs credentials (the test engine's push transport is the fake).
+    let app = spawn_app_with(backend, env().set("DRIVER_OFFLINE_GRACE_SECS", "60")).await;
     let mut office = office(&app).await;
 
     // With a socket: the offer comes by socket only.
@@ -662,12 +664,48 @@ async fn pickup_reminders_go_out_once_each_across_a_restart(backend: Backend) {
     assert_eq!(email.subject, "Reminder: your Umuve pickup is tomorrow");
     settled(&app, &office.admin, &job_id).await;
 
-    // A restart at the same moment does not repeat it.
+    // A restart at the same moment does not repeat it. (A job booked then, less than a day
+    // ahead, shows that the new engine looked for due reminders at this moment: its own
+    // "tomorrow" reminder is decided, as skipped.)
     let fakes = app.fakes.clone();
     let admin = office.admin.clone();
     let database = app.shut_down().await;
     let app = spawn_app_with_fakes(database, env(), fakes).await;
     app.clock.advance(day_before);
+    // (Its pickup is over before the next step's moment: it gets no reminder of its own.)
+    let soon = app.clock.now() + chrono::Duration::hours(22);
+    let later_job = book_at(
+        &app,
+        &office.customer,
+        DOWNTOWN_MIAMI,
+        Some(soon.to_rfc3339()),
+    )
+    .await
+    .assert_status(201)
+    .clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = rows_of(&app, &admin, &id_of(&later_job)).await;
+        let decided = rows
+            .iter()
+            .filter(|r| r["event"] == "reminder_24h" && r["state"] == "skipped")
+            .count();
+        if decided == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{rows:#?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    settled(&app, &admin, &id_of(&later_job)).await;
+    assert!(
+        app.fakes.push.drain().await.is_empty(),
+        "no second reminder"
+    );
+    assert_eq!(
+        app.fakes.drain_emails().await.len(),
+        1,
+        "only the new booking's"
+    );
 
     // 1 hour before the pickup.
     app.clock
@@ -723,7 +761,7 @@ async fn a_device_token_follows_the_newest_user_who_registers_it(backend: Backen
     assert!(tokens_of(&first_owner).await.is_empty());
     assert_eq!(
         tokens_of(user["id"].as_str().unwrap()).await,
-        [phone.clone()]
+        std::slice::from_ref(&phone)
     );
 
     // The first owner's cancellation is not pushed to the phone; the new owner's is.
@@ -758,4 +796,65 @@ async fn a_device_token_follows_the_newest_user_who_registers_it(backend: Backen
     );
     assert_eq!(push.payload["job_id"], new_job.as_str());
     assert_eq!(app.fakes.push.attempts_to(&phone), 1);
+}
+
+async fn a_new_driver_is_announced_and_a_late_retry_says_nothing_stale(backend: Backend) {
+    let app = spawn_app_with(backend, env()).await;
+    let mut office = office(&app).await;
+    customer_profile(&app, &office).await;
+    register_device(&app, &office.customer, &device(60), "customer").await;
+    let mut first = named_driver(&app, &mut office, "Dario Reyes", "954-555-0361").await;
+    let job_id = id_of(&office.book(&app, DOWNTOWN_MIAMI).await);
+    let offer = first.next_offer().await;
+    accept(&app, &first.token, offer["offer_id"].as_str().unwrap()).await;
+    assert_eq!(
+        app.fakes.push.next_push().await.title(),
+        "Dario is your driver"
+    );
+    settled(&app, &office.admin, &job_id).await;
+
+    // A dispatcher takes the job back; another driver takes it: the customer hears of her.
+    move_job(&app, &office.admin, &job_id, "dispatching").await;
+    let mut second = named_driver(&app, &mut office, "Bea Santos", "954-555-0362").await;
+    let offer = second.next_offer().await;
+    accept(&app, &second.token, offer["offer_id"].as_str().unwrap()).await;
+    assert_eq!(
+        app.fakes.push.next_push().await.title(),
+        "Bea is your driver"
+    );
+    let rows = settled(&app, &office.admin, &job_id).await;
+    let assigned_sms: Vec<_> = rows
+        .iter()
+        .filter(|r| r["event"] == "job_assigned" && r["channel"] == "sms")
+        .collect();
+    assert_eq!(assigned_sms.len(), 2, "{rows:#?}");
+    let sms = app.fakes.drain_notification_sms().await;
+    sms_saying(&sms, "Dario is your driver");
+    sms_saying(&sms, "Bea is your driver");
+    let emails = app.fakes.drain_emails().await;
+    email_titled(&emails, "Bea is your Umuve driver");
+
+    // "On the way" fails once; by its retry the driver has arrived: it is not sent late.
+    app.fakes.fail_twilio_times(1);
+    move_job(&app, &second.token, &job_id, "en_route").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = rows_of(&app, &office.admin, &job_id).await;
+        let waiting = row(&rows, "driver_en_route", "sms");
+        if waiting["attempts"] == 1 && waiting["last_error"].is_string() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{waiting:#}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    move_job(&app, &second.token, &job_id, "arrived").await;
+    app.clock.advance(chrono::Duration::seconds(31));
+    let rows = settled(&app, &office.admin, &job_id).await;
+    let late = row(&rows, "driver_en_route", "sms");
+    assert_eq!(late["state"], "skipped", "{late:#}");
+    assert!(
+        late["last_error"].as_str().unwrap().contains("moved on"),
+        "{late:#}"
+    );
+    assert!(app.fakes.drain_notification_sms().await.is_empty());
 }
