@@ -42,6 +42,9 @@ use crate::templates::job_messages::{Facts, Message, render};
 const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
 /// How long a claimed row stays with its notifier; longer than any provider call may take.
 const LEASE: Duration = Duration::from_secs(120);
+/// Wake-ups closer together than this are served by one claim: at a high rate of changes the
+/// notifier claims rows in batches instead of one transaction per change.
+const WAKE_BATCH: Duration = Duration::from_millis(50);
 /// A notification sent this long after its change is checked against the job first.
 const LATE_AFTER: chrono::Duration = chrono::Duration::minutes(1);
 
@@ -79,6 +82,9 @@ pub struct Notifier {
     /// wake-up or a poll, so finished sends do not claim again.
     idle: HashMap<Channel, bool>,
     scanning_reminders: bool,
+    /// When a wake-up last pumped, and whether a batched pump is already scheduled.
+    last_wake: Option<std::time::Instant>,
+    wake_scheduled: bool,
     draining: bool,
     drained: Vec<oneshot::Sender<()>>,
 }
@@ -104,6 +110,8 @@ impl Notifier {
             again: HashMap::new(),
             idle: HashMap::new(),
             scanning_reminders: false,
+            last_wake: None,
+            wake_scheduled: false,
             draining: false,
             drained: Vec::new(),
         }
@@ -299,7 +307,24 @@ impl Actor for Notifier {
 
 impl StreamHandler<()> for Notifier {
     fn handle(&mut self, (): (), ctx: &mut Self::Context) {
-        self.pump_all(ctx);
+        if self.wake_scheduled {
+            return;
+        }
+        let since = self.last_wake.map(|at| at.elapsed());
+        match since {
+            Some(since) if since < WAKE_BATCH => {
+                self.wake_scheduled = true;
+                ctx.run_later(WAKE_BATCH - since, |this, ctx| {
+                    this.wake_scheduled = false;
+                    this.last_wake = Some(std::time::Instant::now());
+                    this.pump_all(ctx);
+                });
+            }
+            _ => {
+                self.last_wake = Some(std::time::Instant::now());
+                self.pump_all(ctx);
+            }
+        }
     }
 
     fn finished(&mut self, _: &mut Self::Context) {}

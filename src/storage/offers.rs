@@ -82,8 +82,13 @@ pub async fn open(
          WHERE job_id = $2 AND status = 'dispatching' \
          ON CONFLICT DO NOTHING RETURNING offer_id";
     offers.sort_by_key(|offer| offer.job);
-    // The offered driver's push, written with the offer (sent only if their socket is closed).
+    // A driver without a socket (app in the background) gets the offer by push too, written
+    // with the offer. A connected driver has it on the socket, and again on reconnecting while
+    // it is open: no row, which keeps the common case's write as it was.
     let told = |offer: &NewOffer| {
+        if !offer.by_push {
+            return Vec::new();
+        }
         crate::notifications::plan(
             Event::Offer,
             offer.job,
@@ -393,7 +398,10 @@ pub async fn accept(
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            queue_in!(tx, row.notifications(Event::JobAssigned), now);
+            // The driver accepted it: nobody needs to tell them.
+            let told = row.notifications(Event::JobAssigned);
+            let driver_uuid = UserId::from(driver).as_uuid();
+            queue_in!(tx, told.into_iter().filter(|n| n.user != driver_uuid), now);
             Some(row)
         }))
     }

@@ -64,6 +64,9 @@ pub struct NewOffer {
     pub driver: DriverId,
     pub distance_m: f64,
     pub expires_at: DateTime<Utc>,
+    /// The driver has no socket open (their app is in the background): the offer must also
+    /// reach them by push.
+    pub by_push: bool,
 }
 
 /// What the matcher needs from storage (the database, in the engine).
@@ -376,6 +379,7 @@ impl Matcher {
                         driver: candidate.driver_id,
                         distance_m: candidate.distance_m,
                         expires_at,
+                        by_push: !candidate.connected,
                     });
                 }
                 // Every candidate holds another job's offer: look further.
