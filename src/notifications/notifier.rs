@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use tokio::sync::{Notify, oneshot};
 use umuve_actors::clock::SharedClock;
-use umuve_actors::ids::{JobId, OfferId, UserId};
+use umuve_actors::ids::UserId;
 use umuve_actors::outbound::{
     Apns, DeliverEmail, DeliverSms, DeliveryError, Email, EmailKind, EmailSender, Push, PushApp,
     PushError, SendPush, Sms, SmsKind, SmsSender,
@@ -34,8 +34,7 @@ use umuve_actors::realtime::registry::{IsConnected, SessionRegistry};
 use super::{Channel, Event};
 use crate::config::NotifyConfig;
 use crate::storage::Db;
-use crate::storage::notifications::{self as store, Due, Outcome};
-use crate::storage::{jobs, offers, users};
+use crate::storage::notifications::{self as store, Due, Outcome, SendContext};
 use crate::templates::job_messages::{Facts, Message, render};
 
 /// Longest wait between two attempts.
@@ -148,14 +147,21 @@ impl Notifier {
         let claim = off_actor(async move {
             let now = deps.clock.now();
             let lease_until = now + chrono::Duration::from_std(LEASE).expect("a short lease");
-            store::claim_due(&deps.db, channel, now, lease_until, room)
-                .await
-                .map_err(|e| e.to_string())
+            let due = store::claim_due(&deps.db, channel, now, lease_until, room).await?;
+            // What the sends need, for the whole claim in one read.
+            let contexts = if due.is_empty() {
+                HashMap::new()
+            } else {
+                store::contexts(&deps.db, channel, lease_until).await?
+            };
+            Ok::<_, sqlx::Error>((due, contexts))
         });
         ctx.spawn(claim.into_actor(self).map(move |claimed, this, ctx| {
             this.claiming.insert(channel, false);
-            let due = match claimed.and_then(|claimed| claimed) {
-                Ok(due) => due,
+            let (due, mut contexts) = match claimed
+                .and_then(|claimed| claimed.map_err(|e| e.to_string()))
+            {
+                Ok(claimed) => claimed,
                 Err(error) => {
                     tracing::warn!(%error, channel = channel.as_str(), "could not read due notifications");
                     this.check_drained();
@@ -169,7 +175,8 @@ impl Notifier {
             let full = due.len() as u32 == room;
             this.idle.insert(channel, !full);
             for row in due {
-                this.start_send(channel, row, ctx);
+                let context = contexts.remove(&row.notification_id);
+                this.start_send(channel, row, context, ctx);
             }
             if this.again.remove(&channel).unwrap_or(false) {
                 this.idle.insert(channel, false);
@@ -220,12 +227,18 @@ impl Notifier {
         }
     }
 
-    fn start_send(&mut self, channel: Channel, row: Due, ctx: &mut Context<Self>) {
+    fn start_send(
+        &mut self,
+        channel: Channel,
+        row: Due,
+        context: Option<SendContext>,
+        ctx: &mut Context<Self>,
+    ) {
         *self.in_flight.entry(channel).or_default() += 1;
         let deps = self.deps.clone();
         let send = off_actor(async move {
             let id = row.notification_id;
-            let outcome = attempt(&deps, &row).await;
+            let outcome = attempt(&deps, &row, context).await;
             let counted = match &outcome {
                 Outcome::Sent { .. } => "sent",
                 Outcome::Skipped(_) => "skipped",
@@ -409,8 +422,8 @@ fn failed(deps: &Deps, row: &Due, error: String, delivered_to: String) -> Outcom
 }
 
 /// One attempt at one row.
-async fn attempt(deps: &Deps, row: &Due) -> Outcome {
-    match prepare_and_send(deps, row).await {
+async fn attempt(deps: &Deps, row: &Due, context: Option<SendContext>) -> Outcome {
+    match prepare_and_send(deps, row, context).await {
         Ok(outcome) => outcome,
         // The database failed us: try again later like any temporary failure.
         Err(error) => failed(
@@ -422,7 +435,11 @@ async fn attempt(deps: &Deps, row: &Due) -> Outcome {
     }
 }
 
-async fn prepare_and_send(deps: &Deps, row: &Due) -> Result<Outcome, sqlx::Error> {
+async fn prepare_and_send(
+    deps: &Deps,
+    row: &Due,
+    context: Option<SendContext>,
+) -> Result<Outcome, sqlx::Error> {
     let skipped = |why: &str| Ok(Outcome::Skipped(why.to_owned()));
     let (Some(event), Some(channel)) = (Event::parse(&row.event), Channel::parse(&row.channel))
     else {
@@ -431,14 +448,15 @@ async fn prepare_and_send(deps: &Deps, row: &Due) -> Result<Outcome, sqlx::Error
             row.event, row.channel
         )));
     };
-    let Some(job) = jobs::by_id(&deps.db, JobId::from_uuid(row.job_id)).await? else {
+    let Some(context) = context else {
         return skipped("the job is gone");
     };
+    let job = &context.job;
     // A first attempt goes out right after its change and says what happened, even if the job
     // moved again in the same second; a late one (a retry, or long after its change) must still
     // be true.
     let late = row.attempts > 1 || deps.clock.now() - row.created_at > LATE_AFTER;
-    if late && !event.still_relevant(&job, row.driver_id.map(UserId::from_uuid)) {
+    if late && !event.still_relevant(job, row.driver_id.map(UserId::from_uuid)) {
         return skipped("the job has moved on since");
     }
     let user = UserId::from_uuid(row.user_id);
@@ -452,30 +470,21 @@ async fn prepare_and_send(deps: &Deps, row: &Due) -> Result<Outcome, sqlx::Error
     {
         return skipped("the recipient's socket carried it");
     }
-    if let Some(offer) = row.offer_id {
-        let status = offers::status(&deps.db, OfferId::from_uuid(offer)).await?;
-        if status.as_deref() != Some("open") {
-            return skipped("the offer closed before it could be pushed");
-        }
+    if row.offer_id.is_some() && context.offer_status.as_deref() != Some("open") {
+        return skipped("the offer closed before it could be pushed");
     }
     if matches!(event, Event::Reminder24h | Event::Reminder1h) && !store::awaits_pickup(job.status)
     {
         return skipped("the job no longer waits for its pickup");
     }
-    let Some(recipient) = users::by_id(&deps.db, row.user_id).await? else {
+    if !context.recipient_exists {
         return skipped("the recipient's account is gone");
-    };
-    let driver_name = match job.driver_id {
-        Some(driver) => users::by_id(&deps.db, driver.as_uuid())
-            .await?
-            .and_then(|d| d.name),
-        None => None,
-    };
+    }
     let to_driver = job.customer_id != user;
     let facts = Facts {
-        job: &job,
-        recipient_name: recipient.name.as_deref(),
-        driver_name: driver_name.as_deref(),
+        job,
+        recipient_name: context.recipient_name.as_deref(),
+        driver_name: context.driver_name.as_deref(),
         to_driver,
     };
     let Some(message) = render(event, channel, &facts) else {
@@ -487,7 +496,7 @@ async fn prepare_and_send(deps: &Deps, row: &Due) -> Result<Outcome, sqlx::Error
     };
     Ok(match message {
         Message::Sms(body) => {
-            let Some(phone) = recipient.phone else {
+            let Some(phone) = context.phone.clone() else {
                 return skipped("the recipient has no phone number");
             };
             let Some(sms) = &deps.senders.sms else {
@@ -507,7 +516,7 @@ async fn prepare_and_send(deps: &Deps, row: &Due) -> Result<Outcome, sqlx::Error
             text,
             html,
         } => {
-            let Some(address) = recipient.email else {
+            let Some(address) = context.email.clone() else {
                 return skipped("the recipient has no email address");
             };
             // The same words on a repeated attempt carry the same key (Resend sends them once);

@@ -90,6 +90,77 @@ pub async fn claim_due(
     }))
 }
 
+/// What sending a claimed row needs to know, read for the whole claim in one query.
+#[derive(Debug, Clone)]
+pub struct SendContext {
+    pub job: umuve_actors::realtime::model::Job,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub recipient_name: Option<String>,
+    /// `false` when the recipient's account is gone.
+    pub recipient_exists: bool,
+    pub driver_name: Option<String>,
+    /// The status of the row's offer, for offer pushes.
+    pub offer_status: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ContextRow {
+    notification_id: Uuid,
+    recipient_id: Option<Uuid>,
+    phone: Option<String>,
+    email: Option<String>,
+    recipient_name: Option<String>,
+    driver_name: Option<String>,
+    offer_status: Option<String>,
+    #[sqlx(flatten)]
+    job: super::jobs::JobRow,
+}
+
+/// The sending context of every row claimed by `channel` until `lease_until` (one claim), by
+/// row id. A row whose job is gone has none.
+pub async fn contexts(
+    db: &Db,
+    channel: Channel,
+    lease_until: DateTime<Utc>,
+) -> Result<std::collections::HashMap<Uuid, SendContext>, sqlx::Error> {
+    const SQL: &str = concat!(
+        "SELECT n.notification_id, u.user_id AS recipient_id, u.phone, u.email, \
+         u.name AS recipient_name, d.name AS driver_name, o.status AS offer_status, j.* \
+         FROM notifications n \
+         JOIN (SELECT ",
+        super::jobs::columns!(),
+        " FROM jobs) j ON j.job_id = n.job_id \
+         LEFT JOIN users u ON u.user_id = n.user_id \
+         LEFT JOIN users d ON d.user_id = j.driver_id \
+         LEFT JOIN offers o ON o.offer_id = n.offer_id \
+         WHERE n.channel = $1 AND n.locked_until = $2 AND n.state = 'pending'"
+    );
+    let rows = on_pool!(db, pool => {
+        sqlx::query_as::<_, ContextRow>(SQL)
+            .bind(channel.as_str())
+            .bind(lease_until)
+            .fetch_all(pool)
+            .await
+    })?;
+    rows.into_iter()
+        .map(|row| {
+            Ok((
+                row.notification_id,
+                SendContext {
+                    job: umuve_actors::realtime::model::Job::try_from(row.job)?,
+                    phone: row.phone,
+                    email: row.email,
+                    recipient_name: row.recipient_name,
+                    recipient_exists: row.recipient_id.is_some(),
+                    driver_name: row.driver_name,
+                    offer_status: row.offer_status,
+                },
+            ))
+        })
+        .collect()
+}
+
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
