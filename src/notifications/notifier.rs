@@ -59,10 +59,17 @@ pub struct Senders {
     pub email: Addr<EmailSender>,
 }
 
+/// How many database operations the notifier runs at once. The pool is shared with requests
+/// and dispatch; with up to NOTIFY_CONCURRENCY sends per channel finishing together, the
+/// notifier would otherwise take every connection and make dispatch queue for one.
+const DB_SLOTS: usize = 2;
+
 /// Everything one send needs, cheap to clone into its future.
 #[derive(Clone)]
 struct Deps {
     db: Db,
+    /// At most [`DB_SLOTS`] of the notifier's queries at a time.
+    db_slots: Arc<tokio::sync::Semaphore>,
     clock: SharedClock,
     senders: Senders,
     settings: NotifyConfig,
@@ -99,6 +106,7 @@ impl Notifier {
         Self {
             deps: Deps {
                 db,
+                db_slots: Arc::new(tokio::sync::Semaphore::new(DB_SLOTS)),
                 clock,
                 senders,
                 settings,
@@ -147,6 +155,7 @@ impl Notifier {
         let claim = off_actor(async move {
             let now = deps.clock.now();
             let lease_until = now + chrono::Duration::from_std(LEASE).expect("a short lease");
+            let _slot = deps.db_slots.acquire().await.expect("never closed");
             let due = store::claim_due(&deps.db, channel, now, lease_until, room).await?;
             // What the sends need, for the whole claim in one read.
             let contexts = if due.is_empty() {
@@ -265,7 +274,11 @@ impl Notifier {
             }
             // Not recorded: the lease passes and the row is tried again.
             let now = deps.clock.now();
-            if let Err(error) = store::record(&deps.db, id, row.attempts, &outcome, now).await {
+            let recorded = {
+                let _slot = deps.db_slots.acquire().await.expect("never closed");
+                store::record(&deps.db, id, row.attempts, &outcome, now).await
+            };
+            if let Err(error) = recorded {
                 tracing::warn!(%error, notification = %id, "could not record a notification's outcome; it will be retried");
             }
         });
@@ -282,6 +295,7 @@ impl Notifier {
         self.scanning_reminders = true;
         let deps = self.deps.clone();
         let scan = off_actor(async move {
+            let _slot = deps.db_slots.acquire().await.expect("never closed");
             store::queue_due_reminders(&deps.db, deps.clock.now())
                 .await
                 .map_err(|e| e.to_string())
@@ -543,7 +557,10 @@ async fn prepare_and_send(
                 PushApp::Customer
             };
             let app_name = if to_driver { "driver" } else { "customer" };
-            let tokens = store::device_tokens(&deps.db, row.user_id, app_name).await?;
+            let tokens = {
+                let _slot = deps.db_slots.acquire().await.expect("never closed");
+                store::device_tokens(&deps.db, row.user_id, app_name).await?
+            };
             let push = Push {
                 token: String::new(),
                 app,
