@@ -44,6 +44,10 @@ const LEASE: Duration = Duration::from_secs(120);
 /// Wake-ups closer together than this are served by one claim: at a high rate of changes the
 /// notifier claims rows in batches instead of one transaction per change.
 const WAKE_BATCH: Duration = Duration::from_millis(50);
+/// Outcomes are written this many at a time, or after [`RECORD_WAIT`]: one write transaction
+/// for many sends, so notifications do not queue dispatch's writes behind SQLite's lock.
+const RECORD_BATCH: usize = 64;
+const RECORD_WAIT: Duration = Duration::from_millis(20);
 /// A notification sent this long after its change is checked against the job first.
 const LATE_AFTER: chrono::Duration = chrono::Duration::minutes(1);
 
@@ -88,6 +92,10 @@ pub struct Notifier {
     /// wake-up or a poll, so finished sends do not claim again.
     idle: HashMap<Channel, bool>,
     scanning_reminders: bool,
+    /// Outcomes of finished sends, written together (see [`RECORD_BATCH`]).
+    outcomes: Vec<store::Recorded>,
+    recording: bool,
+    record_scheduled: bool,
     /// When a wake-up last pumped, and whether a batched pump is already scheduled.
     last_wake: Option<std::time::Instant>,
     wake_scheduled: bool,
@@ -117,6 +125,9 @@ impl Notifier {
             again: HashMap::new(),
             idle: HashMap::new(),
             scanning_reminders: false,
+            outcomes: Vec::new(),
+            recording: false,
+            record_scheduled: false,
             last_wake: None,
             wake_scheduled: false,
             draining: false,
@@ -225,11 +236,48 @@ impl Notifier {
         self.check_drained();
     }
 
-    /// While stopping: answers the waiting `Drain` once nothing is claimed or being sent.
+    /// Writes the outcomes collected so far when enough have gathered, or shortly.
+    fn record_soon(&mut self, ctx: &mut Context<Self>) {
+        if self.outcomes.len() >= RECORD_BATCH || self.draining {
+            self.record_now(ctx);
+        } else if !self.record_scheduled && !self.outcomes.is_empty() {
+            self.record_scheduled = true;
+            ctx.run_later(RECORD_WAIT, |this, ctx| {
+                this.record_scheduled = false;
+                this.record_now(ctx);
+            });
+        }
+    }
+
+    fn record_now(&mut self, ctx: &mut Context<Self>) {
+        if self.recording || self.outcomes.is_empty() {
+            return;
+        }
+        self.recording = true;
+        let outcomes = std::mem::take(&mut self.outcomes);
+        let deps = self.deps.clone();
+        let write = off_actor(async move {
+            let _slot = deps.db_slots.acquire().await.expect("never closed");
+            store::record(&deps.db, &outcomes, deps.clock.now()).await
+        });
+        ctx.spawn(write.into_actor(self).map(|written, this, ctx| {
+            this.recording = false;
+            if !matches!(written, Ok(Ok(()))) {
+                // Their leases pass and the rows are tried again.
+                tracing::warn!("could not record notification outcomes; they will be retried");
+            }
+            this.record_soon(ctx);
+            this.check_drained();
+        }));
+    }
+
+    /// While stopping: answers the waiting `Drain` once nothing is claimed, being sent or
+    /// waiting to be recorded.
     fn check_drained(&mut self) {
         let claiming = self.claiming.values().any(|c| *c);
         let sending = self.in_flight.values().any(|n| *n > 0);
-        if self.draining && !claiming && !sending {
+        let recording = self.recording || !self.outcomes.is_empty();
+        if self.draining && !claiming && !sending && !recording {
             for done in self.drained.drain(..) {
                 let _ = done.send(());
             }
@@ -272,18 +320,16 @@ impl Notifier {
                     tracing::error!(notification = %id, event = %row.event, channel = channel.as_str(), attempts = row.attempts, %error, "notification dead-lettered")
                 }
             }
-            // Not recorded: the lease passes and the row is tried again.
-            let now = deps.clock.now();
-            let recorded = {
-                let _slot = deps.db_slots.acquire().await.expect("never closed");
-                store::record(&deps.db, id, row.attempts, &outcome, now).await
-            };
-            if let Err(error) = recorded {
-                tracing::warn!(%error, notification = %id, "could not record a notification's outcome; it will be retried");
-            }
+            (id, row.attempts, outcome)
         });
-        ctx.spawn(send.into_actor(self).map(move |_, this, ctx| {
+        ctx.spawn(send.into_actor(self).map(move |sent, this, ctx| {
+            match sent {
+                Ok(outcome) => this.outcomes.push(outcome),
+                // Not recorded: the lease passes and the row is tried again.
+                Err(error) => tracing::warn!(%error, "a notification's send ended early"),
+            }
             this.finished(channel);
+            this.record_soon(ctx);
             this.pump(channel, ctx);
         }));
     }
@@ -367,10 +413,11 @@ pub struct Drain;
 impl Handler<Drain> for Notifier {
     type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: Drain, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: Drain, ctx: &mut Self::Context) -> Self::Result {
         self.draining = true;
         let (done, wait) = oneshot::channel();
         self.drained.push(done);
+        self.record_now(ctx);
         self.check_drained();
         Box::pin(async move {
             let _ = wait.await;

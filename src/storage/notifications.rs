@@ -178,56 +178,54 @@ pub enum Outcome {
     Dead(String),
 }
 
-/// Records what became of the claim `attempt` of a row: only if the row is still pending under
-/// that claim (a dispatcher's action, or a later claim after this one's lease ran out, wins).
-pub async fn record(
-    db: &Db,
-    id: Uuid,
-    attempt: i64,
-    outcome: &Outcome,
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
+/// What became of one claim of a row: `(row id, the claim's attempt number, outcome)`.
+pub type Recorded = (Uuid, i64, Outcome);
+
+/// Records outcomes in one transaction, each only if its row is still pending under that
+/// claim (a dispatcher's action, or a later claim after this one's lease ran out, wins). One
+/// transaction for many: on SQLite every write transaction takes the one write lock.
+pub async fn record(db: &Db, outcomes: &[Recorded], now: DateTime<Utc>) -> Result<(), sqlx::Error> {
     const FINAL: &str = "UPDATE notifications SET state = $2, provider = $3, last_error = $4, \
          locked_until = NULL, updated_at = $5 WHERE notification_id = $1 AND state = 'pending' \
          AND attempts = $6";
     const RETRY: &str = "UPDATE notifications SET last_error = $2, next_attempt_at = $3, \
          delivered_to = $4, locked_until = NULL, updated_at = $5 \
          WHERE notification_id = $1 AND state = 'pending' AND attempts = $6";
-    let (state, provider, note) = match outcome {
-        Outcome::Sent { provider } => ("sent", Some(*provider), None),
-        Outcome::Skipped(why) => ("skipped", None, Some(why.as_str())),
-        Outcome::Dead(why) => ("dead", None, Some(why.as_str())),
-        Outcome::Retry {
-            error,
-            next,
-            delivered_to,
-        } => {
-            return on_pool!(db, pool => {
-                sqlx::query(RETRY)
-                    .bind(id)
-                    .bind(error)
-                    .bind(next)
-                    .bind(delivered_to)
-                    .bind(now)
-                    .bind(attempt)
-                    .execute(pool)
-                    .await
-                    .map(|_| ())
-            });
+    in_write_transaction!(db, tx => {
+        for (id, attempt, outcome) in outcomes {
+            let (state, provider, note) = match outcome {
+                Outcome::Sent { provider } => ("sent", Some(*provider), None),
+                Outcome::Skipped(why) => ("skipped", None, Some(why.as_str())),
+                Outcome::Dead(why) => ("dead", None, Some(why.as_str())),
+                Outcome::Retry {
+                    error,
+                    next,
+                    delivered_to,
+                } => {
+                    sqlx::query(RETRY)
+                        .bind(id)
+                        .bind(error)
+                        .bind(next)
+                        .bind(delivered_to)
+                        .bind(now)
+                        .bind(attempt)
+                        .execute(&mut *tx)
+                        .await?;
+                    continue;
+                }
+            };
+            sqlx::query(FINAL)
+                .bind(id)
+                .bind(state)
+                .bind(provider)
+                .bind(note)
+                .bind(now)
+                .bind(attempt)
+                .execute(&mut *tx)
+                .await?;
         }
-    };
-    on_pool!(db, pool => {
-        sqlx::query(FINAL)
-            .bind(id)
-            .bind(state)
-            .bind(provider)
-            .bind(note)
-            .bind(now)
-            .bind(attempt)
-            .execute(pool)
-            .await
-            .map(|_| ())
-    })
+    });
+    Ok(())
 }
 
 /// Gives claimed rows back unsent (a notifier stopping before it sent them): due again at
