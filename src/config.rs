@@ -187,6 +187,17 @@ pub struct ApnsSettings {
     pub endpoint: ApnsEndpoint,
 }
 
+impl ApnsSettings {
+    /// Everything APNs needs is set: pushes can really be sent.
+    pub fn is_complete(&self) -> bool {
+        self.key_id.is_some()
+            && self.team_id.is_some()
+            && self.auth_key_path.is_some()
+            && self.bundle_id.is_some()
+            && self.driver_bundle_id.is_some()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AppleSettings {
     /// Accepted audiences of identity tokens (the apps' bundle ids / service ids).
@@ -608,20 +619,13 @@ impl Settings {
             }),
         };
 
-        let apns_ready = apns.key_id.is_some()
-            && apns.team_id.is_some()
-            && apns.auth_key_path.is_some()
-            && apns.bundle_id.is_some()
-            && apns.driver_bundle_id.is_some();
+        let apns_ready = apns.is_complete();
         if apns.key_id.is_none() || apns.auth_key_path.is_none() {
             warnings.push(
                 "APNs is not configured (APNS_KEY_ID, APNS_AUTH_KEY_PATH): pushes are logged, not sent"
                     .into(),
             );
-        } else if apns.team_id.is_none()
-            || apns.bundle_id.is_none()
-            || apns.driver_bundle_id.is_none()
-        {
+        } else if !apns_ready {
             warnings.push(
                 "APNs is partly configured (APNS_TEAM_ID, APNS_BUNDLE_ID and APNS_DRIVER_BUNDLE_ID are needed too): pushes are logged, not sent"
                     .into(),

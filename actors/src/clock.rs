@@ -35,6 +35,14 @@ pub struct ManualClock {
     now: Arc<Mutex<DateTime<Utc>>>,
 }
 
+/// `now` plus `wait`; the far future if that overflows.
+pub fn after(now: DateTime<Utc>, wait: std::time::Duration) -> DateTime<Utc> {
+    Duration::from_std(wait)
+        .ok()
+        .and_then(|wait| now.checked_add_signed(wait))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 impl ManualClock {
     /// A clock standing at `start`.
     pub fn new(start: DateTime<Utc>) -> Self {

@@ -273,16 +273,24 @@ pub fn plan(
 /// The insert of one planned row; a row with the same key already there is left alone.
 pub(crate) const INSERT_NOTIFICATION: &str = "INSERT INTO notifications \
      (notification_id, event, channel, user_id, job_id, offer_id, driver_id, unless_connected, \
-      dedupe_key, state, attempts, next_attempt_at, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, $10, $10) ON CONFLICT DO NOTHING";
+      dedupe_key, state, attempts, next_attempt_at, last_error, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $12, $11, $11) \
+     ON CONFLICT DO NOTHING";
 
-/// Writes the notifications `$rows` (from [`plan`]) inside the transaction `$tx`, due at `$now`.
+/// Writes the notifications `$rows` (from [`plan`]) inside the transaction `$tx`, due at `$now`;
+/// with `skipped: why`, written as already decided not to send. Evaluates to the number of rows
+/// written (those whose key was new).
 macro_rules! queue_in {
-    ($tx:ident, $rows:expr, $now:expr) => {{
+    ($tx:ident, $rows:expr, $now:expr) => {
+        $crate::notifications::queue_in!($tx, $rows, $now, skipped: None::<&str>)
+    };
+    ($tx:ident, $rows:expr, $now:expr, skipped: $why:expr) => {{
         let now: chrono::DateTime<chrono::Utc> = $now;
+        let why: Option<&str> = $why;
+        let mut written: u64 = 0;
         for row in $rows {
             let row: $crate::notifications::NewNotification = row;
-            sqlx::query($crate::notifications::INSERT_NOTIFICATION)
+            written += sqlx::query($crate::notifications::INSERT_NOTIFICATION)
                 .bind(uuid::Uuid::new_v4())
                 .bind(row.event.as_str())
                 .bind(row.channel.as_str())
@@ -292,10 +300,14 @@ macro_rules! queue_in {
                 .bind(row.driver)
                 .bind(row.unless_connected)
                 .bind(&row.dedupe_key)
+                .bind(if why.is_some() { "skipped" } else { "pending" })
                 .bind(now)
+                .bind(why)
                 .execute(&mut *$tx)
-                .await?;
+                .await?
+                .rows_affected();
         }
+        written
     }};
 }
 pub(crate) use queue_in;

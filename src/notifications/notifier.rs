@@ -19,14 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use tokio::sync::{Notify, oneshot};
-use umuve_actors::clock::SharedClock;
+use umuve_actors::clock::{SharedClock, after};
 use umuve_actors::ids::UserId;
 use umuve_actors::outbound::{
     Apns, DeliverEmail, DeliverSms, DeliveryError, Email, EmailKind, EmailSender, Push, PushApp,
-    PushError, SendPush, Sms, SmsKind, SmsSender,
+    PushError, SendPush, Sms, SmsKind, SmsSender, doubling_wait,
 };
 use umuve_actors::realtime::metrics::METRICS;
 use umuve_actors::realtime::registry::{IsConnected, SessionRegistry};
@@ -79,18 +78,25 @@ struct Deps {
     settings: NotifyConfig,
 }
 
+/// Where one channel stands.
+#[derive(Debug, Default)]
+struct Lane {
+    /// Sends (or give-backs) running.
+    in_flight: u32,
+    /// A claim is running; another pump waits for it.
+    claiming: bool,
+    /// Asked to pump while the claim ran: pump again after it.
+    again: bool,
+    /// The last claim found less than it had room for: nothing more is due until a wake-up or
+    /// a poll, so finished sends do not claim again.
+    idle: bool,
+}
+
 pub struct Notifier {
     deps: Deps,
     /// Rung by whoever writes notifications, so they go out without waiting for a poll.
     wake: Arc<Notify>,
-    in_flight: HashMap<Channel, u32>,
-    /// A claim of this channel is running; another pump of it waits for it.
-    claiming: HashMap<Channel, bool>,
-    /// Asked to pump while its claim ran: pump again after it.
-    again: HashMap<Channel, bool>,
-    /// The channel's last claim found less than it had room for: nothing more is due until a
-    /// wake-up or a poll, so finished sends do not claim again.
-    idle: HashMap<Channel, bool>,
+    lanes: HashMap<Channel, Lane>,
     scanning_reminders: bool,
     /// Outcomes of finished sends, written together (see [`RECORD_BATCH`]).
     outcomes: Vec<store::Recorded>,
@@ -120,10 +126,7 @@ impl Notifier {
                 settings,
             },
             wake,
-            in_flight: HashMap::new(),
-            claiming: HashMap::new(),
-            again: HashMap::new(),
-            idle: HashMap::new(),
+            lanes: HashMap::new(),
             scanning_reminders: false,
             outcomes: Vec::new(),
             recording: false,
@@ -135,33 +138,35 @@ impl Notifier {
         }
     }
 
-    fn flag(map: &HashMap<Channel, bool>, channel: Channel) -> bool {
-        map.get(&channel).copied().unwrap_or(false)
+    fn lane(&mut self, channel: Channel) -> &mut Lane {
+        self.lanes.entry(channel).or_default()
     }
 
     /// Something may be due on any channel (a wake-up, a poll).
     fn pump_all(&mut self, ctx: &mut Context<Self>) {
         for channel in Channel::ALL {
-            self.idle.insert(channel, false);
+            self.lane(channel).idle = false;
             self.pump(channel, ctx);
         }
     }
 
     /// Claims what `channel` has room for and starts sending it.
     fn pump(&mut self, channel: Channel, ctx: &mut Context<Self>) {
-        if self.draining || Self::flag(&self.idle, channel) {
+        let concurrency = self.deps.settings.concurrency;
+        let draining = self.draining;
+        let lane = self.lane(channel);
+        if draining || lane.idle {
             return;
         }
-        if Self::flag(&self.claiming, channel) {
-            self.again.insert(channel, true);
+        if lane.claiming {
+            lane.again = true;
             return;
         }
-        let busy = self.in_flight.get(&channel).copied().unwrap_or(0);
-        let room = self.deps.settings.concurrency.saturating_sub(busy);
+        let room = concurrency.saturating_sub(lane.in_flight);
         if room == 0 {
             return;
         }
-        self.claiming.insert(channel, true);
+        lane.claiming = true;
         let deps = self.deps.clone();
         let claim = off_actor(async move {
             let now = deps.clock.now();
@@ -177,7 +182,7 @@ impl Notifier {
             Ok::<_, sqlx::Error>((due, contexts))
         });
         ctx.spawn(claim.into_actor(self).map(move |claimed, this, ctx| {
-            this.claiming.insert(channel, false);
+            this.lane(channel).claiming = false;
             let (due, mut contexts) = match claimed
                 .and_then(|claimed| claimed.map_err(|e| e.to_string()))
             {
@@ -193,17 +198,14 @@ impl Notifier {
                 return;
             }
             let full = due.len() as u32 == room;
-            this.idle.insert(channel, !full);
             for row in due {
                 let context = contexts.remove(&row.notification_id);
                 this.start_send(channel, row, context, ctx);
             }
-            if this.again.remove(&channel).unwrap_or(false) {
-                this.idle.insert(channel, false);
-                this.pump(channel, ctx);
-            } else if full {
-                this.pump(channel, ctx);
-            }
+            let lane = this.lane(channel);
+            // Asked again meanwhile: something new may be due.
+            lane.idle = !full && !std::mem::take(&mut lane.again);
+            this.pump(channel, ctx);
         }));
     }
 
@@ -213,13 +215,16 @@ impl Notifier {
             self.check_drained();
             return;
         }
-        *self.in_flight.entry(channel).or_default() += 1;
-        let db = self.deps.db.clone();
+        self.lane(channel).in_flight += 1;
+        let deps = self.deps.clone();
         let claimed: Vec<_> = due
             .iter()
             .map(|row| (row.notification_id, row.attempts))
             .collect();
-        let release = off_actor(async move { store::release(&db, &claimed).await });
+        let release = off_actor(async move {
+            let _slot = deps.db_slots.acquire().await.expect("never closed");
+            store::release(&deps.db, &claimed).await
+        });
         ctx.spawn(release.into_actor(self).map(move |released, this, _| {
             if !matches!(released, Ok(Ok(()))) {
                 tracing::warn!("could not give back claimed notifications; their lease will");
@@ -230,9 +235,8 @@ impl Notifier {
 
     /// A send (or a give-back) of `channel` ended.
     fn finished(&mut self, channel: Channel) {
-        if let Some(count) = self.in_flight.get_mut(&channel) {
-            *count = count.saturating_sub(1);
-        }
+        let lane = self.lane(channel);
+        lane.in_flight = lane.in_flight.saturating_sub(1);
         self.check_drained();
     }
 
@@ -274,10 +278,12 @@ impl Notifier {
     /// While stopping: answers the waiting `Drain` once nothing is claimed, being sent or
     /// waiting to be recorded.
     fn check_drained(&mut self) {
-        let claiming = self.claiming.values().any(|c| *c);
-        let sending = self.in_flight.values().any(|n| *n > 0);
+        let busy = self
+            .lanes
+            .values()
+            .any(|lane| lane.claiming || lane.in_flight > 0);
         let recording = self.recording || !self.outcomes.is_empty();
-        if self.draining && !claiming && !sending && !recording {
+        if self.draining && !busy && !recording {
             for done in self.drained.drain(..) {
                 let _ = done.send(());
             }
@@ -291,7 +297,7 @@ impl Notifier {
         context: Option<SendContext>,
         ctx: &mut Context<Self>,
     ) {
-        *self.in_flight.entry(channel).or_default() += 1;
+        self.lane(channel).in_flight += 1;
         let deps = self.deps.clone();
         let send = off_actor(async move {
             let id = row.notification_id;
@@ -456,17 +462,8 @@ fn idempotency_key(id: uuid::Uuid, parts: [&str; 3]) -> String {
 
 /// The wait before attempt `attempts + 1`.
 fn backoff(settings: NotifyConfig, attempts: i64) -> Duration {
-    let doublings = u32::try_from(attempts.saturating_sub(1))
-        .unwrap_or(u32::MAX)
-        .min(20);
-    settings
-        .retry_base
-        .saturating_mul(1 << doublings)
-        .min(MAX_BACKOFF)
-}
-
-fn later(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::minutes(30))
+    let failed = u32::try_from(attempts).unwrap_or(u32::MAX);
+    doubling_wait(settings.retry_base, failed, MAX_BACKOFF)
 }
 
 /// A failed attempt: retried while attempts are left, otherwise a dead letter.
@@ -476,7 +473,7 @@ fn failed(deps: &Deps, row: &Due, error: String, delivered_to: String) -> Outcom
     } else {
         Outcome::Retry {
             error,
-            next: later(deps.clock.now(), backoff(deps.settings, row.attempts)),
+            next: after(deps.clock.now(), backoff(deps.settings, row.attempts)),
             delivered_to,
         }
     }

@@ -11,9 +11,9 @@
 use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture};
-use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
-use umuve_actors::clock::SharedClock;
+use umuve_actors::clock::{SharedClock, after};
+use umuve_actors::outbound::doubling_wait;
 
 use crate::config::OutboxConfig;
 use crate::integrations::stripe::{Payout, StripeFailure, StripeGateway};
@@ -118,17 +118,8 @@ impl Handler<WakeOutbox> for OutboxWorker {
 
 /// The wait before attempt `attempts + 1`.
 fn backoff(settings: OutboxConfig, attempts: i64) -> Duration {
-    let doublings = u32::try_from(attempts.saturating_sub(1))
-        .unwrap_or(u32::MAX)
-        .min(20);
-    settings
-        .retry_base
-        .saturating_mul(1 << doublings)
-        .min(MAX_BACKOFF)
-}
-
-fn later(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(1))
+    let failed = u32::try_from(attempts).unwrap_or(u32::MAX);
+    doubling_wait(settings.retry_base, failed, MAX_BACKOFF)
 }
 
 fn counted(entry: &DueEntry, result: &str) {
@@ -218,7 +209,7 @@ async fn carry_out(
         Err(StripeFailure::Temporary(error))
             if entry.attempts < i64::from(settings.max_attempts) =>
         {
-            let next = later(now, backoff(settings, entry.attempts));
+            let next = after(now, backoff(settings, entry.attempts));
             tracing::warn!(outbox = %entry.outbox_id, kind = %entry.kind, job = %job_id, attempts = entry.attempts, %error, %next, "outbox entry will be retried");
             counted(&entry, "retry");
             record(outbox::mark_retry(db, entry.outbox_id, &error, next, now).await);

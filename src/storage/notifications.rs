@@ -12,7 +12,7 @@ use umuve_actors::realtime::model::JobStatus;
 use uuid::Uuid;
 
 use super::{Db, in_write_transaction, on_pool};
-use crate::notifications::{Channel, DeliveryState, Event, NotificationEntry, plan};
+use crate::notifications::{Channel, DeliveryState, Event, NotificationEntry, plan, queue_in};
 
 /// A claimed row.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -400,10 +400,6 @@ pub async fn queue_due_reminders(db: &Db, now: DateTime<Utc>) -> Result<u64, sql
          AND j.scheduled_at <= $2 AND j.status IN ($3, $4) AND NOT EXISTS \
          (SELECT 1 FROM notifications n WHERE n.job_id = j.job_id AND n.event = $5) \
          ORDER BY j.scheduled_at LIMIT 500";
-    const INSERT: &str = "INSERT INTO notifications \
-         (notification_id, event, channel, user_id, job_id, offer_id, unless_connected, \
-          dedupe_key, state, attempts, next_attempt_at, last_error, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8, 0, $9, $10, $9, $9) ON CONFLICT DO NOTHING";
     let mut queued = 0;
     for reminder in REMINDERS {
         let horizon = now + reminder.lead;
@@ -436,27 +432,12 @@ pub async fn queue_due_reminders(db: &Db, now: DateTime<Utc>) -> Result<u64, sql
                 None,
                 None,
             );
-            in_write_transaction!(db, tx => {
-                for row in &rows {
-                    let written = sqlx::query(INSERT)
-                        .bind(Uuid::new_v4())
-                        .bind(row.event.as_str())
-                        .bind(row.channel.as_str())
-                        .bind(row.user)
-                        .bind(job)
-                        .bind(row.unless_connected)
-                        .bind(&row.dedupe_key)
-                        .bind(if skipped.is_some() { "skipped" } else { "pending" })
-                        .bind(now)
-                        .bind(skipped)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                    if skipped.is_none() {
-                        queued += written;
-                    }
-                }
+            let written = in_write_transaction!(db, tx => {
+                queue_in!(tx, rows, now, skipped: skipped)
             });
+            if skipped.is_none() {
+                queued += written;
+            }
         }
     }
     Ok(queued)

@@ -80,13 +80,23 @@ impl Office {
 
     /// A driver account, approved or not, connected.
     pub(crate) async fn driver(&mut self, app: &TestApp, approved: bool) -> Driver {
+        self.named_driver(app, approved, None).await
+    }
+
+    /// [`Self::driver`] with a name on the account.
+    pub(crate) async fn named_driver(
+        &mut self,
+        app: &TestApp,
+        approved: bool,
+        name: Option<&str>,
+    ) -> Driver {
         self.next_phone += 1;
-        let user = app
-            .create_user(
-                &self.admin,
-                json!({ "role": "driver", "phone": format!("954-555-0{}", self.next_phone) }),
-            )
-            .await;
+        let mut account =
+            json!({ "role": "driver", "phone": format!("954-555-0{}", self.next_phone) });
+        if let Some(name) = name {
+            account["name"] = json!(name);
+        }
+        let user = app.create_user(&self.admin, account).await;
         let id = user.assert_status(201)["id"].as_str().unwrap().to_owned();
         if approved {
             app.post(
@@ -104,7 +114,17 @@ impl Office {
 
     /// A driver who is approved, available and reporting from `at`, seen on the map.
     pub(crate) async fn free_driver(&mut self, app: &TestApp, at: (f64, f64)) -> Driver {
-        let mut driver = self.driver(app, true).await;
+        self.free_named_driver(app, None, at).await
+    }
+
+    /// [`Self::free_driver`] with a name on the account.
+    pub(crate) async fn free_named_driver(
+        &mut self,
+        app: &TestApp,
+        name: Option<&str>,
+        at: (f64, f64),
+    ) -> Driver {
+        let mut driver = self.named_driver(app, true, name).await;
         driver.set_available(true).await;
         driver.report(at).await;
         self.await_on_map(&driver.id).await;

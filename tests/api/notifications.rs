@@ -14,7 +14,9 @@ use crate::on_both_databases;
 use crate::payments::{paid_job, payments_env};
 use crate::support::fake_push::{CUSTOMER_TOPIC, DRIVER_TOPIC};
 use crate::support::fakes::{ReceivedEmail, ReceivedSms};
-use crate::support::{Backend, TestApp, spawn_app_with, spawn_app_with_fakes, start_time};
+use crate::support::{
+    Backend, TestApp, eventually, spawn_app_with, spawn_app_with_fakes, start_time,
+};
 
 const CUSTOMER_PHONE: &str = "+13055550100";
 const CUSTOMER_EMAIL: &str = "cora@example.com";
@@ -55,35 +57,11 @@ async fn register_device(app: &TestApp, token: &str, device: &str, kind: &str) {
     .assert_status(204);
 }
 
-/// An approved driver called `name`, connected, available and reporting from `at`.
-async fn named_driver(app: &TestApp, office: &mut Office, name: &str, phone: &str) -> Driver {
-    let id = app
-        .create_user(
-            &office.admin,
-            json!({ "role": "driver", "phone": phone, "name": name }),
-        )
+/// An approved driver called `name`, connected, available and reporting near the jobs.
+async fn named_driver(app: &TestApp, office: &mut Office, name: &str) -> Driver {
+    office
+        .free_named_driver(app, Some(name), north_of(DOWNTOWN_MIAMI, 2.0))
         .await
-        .assert_status(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    app.post(
-        &format!("/api/admin/drivers/{id}/approve"),
-        Some(&office.admin),
-        json!({}),
-    )
-    .await
-    .assert_status(200);
-    let token = app.token_for(&id, "driver");
-    let mut driver = Driver {
-        ws: app.ws(&token).await,
-        id,
-        token,
-    };
-    driver.set_available(true).await;
-    driver.report(north_of(DOWNTOWN_MIAMI, 2.0)).await;
-    office.await_on_map(&driver.id).await;
-    driver
 }
 
 async fn accept(app: &TestApp, driver_token: &str, offer_id: &str) -> Value {
@@ -120,20 +98,29 @@ async fn rows_of(app: &TestApp, admin: &str, job_id: &str) -> Vec<Value> {
         .clone()
 }
 
+/// Waits until the job's notifications satisfy `holds`; returns them.
+async fn rows_when(
+    app: &TestApp,
+    admin: &str,
+    job_id: &str,
+    what: &str,
+    holds: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let read = || async { Value::Array(rows_of(app, admin, job_id).await) };
+    let rows = eventually(what, read, |rows| holds(rows.as_array().unwrap())).await;
+    rows.as_array().unwrap().clone()
+}
+
 /// Waits until none of the job's notifications is pending any more; returns them all.
 async fn settled(app: &TestApp, admin: &str, job_id: &str) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let rows = rows_of(app, admin, job_id).await;
-        if !rows.is_empty() && rows.iter().all(|r| r["state"] != "pending") {
-            return rows;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "notifications still pending: {rows:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    rows_when(
+        app,
+        admin,
+        job_id,
+        "every notification sent or decided",
+        |rows| !rows.is_empty() && rows.iter().all(|r| r["state"] != "pending"),
+    )
+    .await
 }
 
 /// `(event, channel, recipient, state)` of each row, sorted; the recipient as `customer` or
@@ -214,7 +201,7 @@ async fn the_whole_job_flow_tells_each_person_on_the_right_channels(backend: Bac
     let mut office = office(&app).await;
     let customer_id = customer_profile(&app, &office).await;
     register_device(&app, &office.customer, &device(1), "customer").await;
-    let mut driver = named_driver(&app, &mut office, "Dario Reyes", "954-555-0301").await;
+    let mut driver = named_driver(&app, &mut office, "Dario Reyes").await;
     register_device(&app, &driver.token, &device(2), "driver").await;
 
     // Book and pay; the driver is offered the job on the socket and takes it.
@@ -321,7 +308,7 @@ async fn an_offer_reaches_a_driver_without_a_socket_by_push(backend: Backend) {
     let mut office = office(&app).await;
 
     // With a socket: the offer comes by socket only.
-    let mut online = named_driver(&app, &mut office, "Olga Online", "954-555-0311").await;
+    let mut online = named_driver(&app, &mut office, "Olga Online").await;
     register_device(&app, &online.token, &device(10), "driver").await;
     let first = office.book(&app, DOWNTOWN_MIAMI).await;
     let offer = online.next_offer().await;
@@ -331,28 +318,27 @@ async fn an_offer_reaches_a_driver_without_a_socket_by_push(backend: Backend) {
     assert_eq!(app.fakes.push.attempts_to(&device(10)), 0);
 
     // Without one (the app went to the background): the offer comes by push.
-    let away = named_driver(&app, &mut office, "Bruno Background", "954-555-0312").await;
+    let away = named_driver(&app, &mut office, "Bruno Background").await;
     register_device(&app, &away.token, &device(11), "driver").await;
     let (away_id, away_token) = (away.id.clone(), away.token.clone());
     drop(away);
     let (lat, lng) = DOWNTOWN_MIAMI;
     let nearby = format!("/api/drivers/nearby?lat={lat}&lng={lng}&radius_m=50000");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let drivers = app.get(&nearby, Some(&office.admin)).await;
-        let listed = drivers.assert_status(200)["drivers"]
-            .as_array()
-            .unwrap()
-            .clone();
-        if listed
-            .iter()
-            .any(|d| d["driver_id"] == away_id.as_str() && d["connected"] == false)
-        {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{listed:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        "the driver shown without a socket",
+        || async {
+            let drivers = app.get(&nearby, Some(&office.admin)).await;
+            drivers.assert_status(200)["drivers"].clone()
+        },
+        |listed| {
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["driver_id"] == away_id.as_str() && d["connected"] == false)
+        },
+    )
+    .await;
     let second = office.book(&app, DOWNTOWN_MIAMI).await;
     let push = app.fakes.push.next_push().await;
     assert_eq!(push.token, device(11));
@@ -400,23 +386,24 @@ async fn email_falls_back_to_sendgrid_then_becomes_a_dead_letter(backend: Backen
             wait *= 2;
         }
         // The attempt's outcome is recorded: due again later, or dead.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let rows = rows_of(&app, &office.admin, &second).await;
-            let email = row(&rows, "booking_confirmed", "email").clone();
-            let next: chrono::DateTime<chrono::Utc> =
-                email["next_attempt_at"].as_str().unwrap().parse().unwrap();
-            let recorded = if attempt < 5 {
-                email["state"] == "pending" && next > app.clock.now()
-            } else {
-                email["state"] == "dead"
-            };
-            if email["attempts"] == attempt && recorded {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{email:#}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        rows_when(
+            &app,
+            &office.admin,
+            &second,
+            "the attempt recorded",
+            |rows| {
+                let email = row(rows, "booking_confirmed", "email");
+                let next: chrono::DateTime<chrono::Utc> =
+                    email["next_attempt_at"].as_str().unwrap().parse().unwrap();
+                let recorded = if attempt < 5 {
+                    email["state"] == "pending" && next > app.clock.now()
+                } else {
+                    email["state"] == "dead"
+                };
+                email["attempts"] == attempt && recorded
+            },
+        )
+        .await;
         assert_eq!(app.fakes.resend_requests() - resend_before, attempt);
         assert_eq!(app.fakes.sendgrid_requests() - sendgrid_before, attempt);
     }
@@ -466,6 +453,19 @@ async fn email_falls_back_to_sendgrid_then_becomes_a_dead_letter(backend: Backen
     app.get("/api/admin/notifications?state=lost", Some(&office.admin))
         .await
         .assert_error(400, "bad_request");
+    app.get(
+        "/api/admin/notifications?job_id=not-a-uuid",
+        Some(&office.admin),
+    )
+    .await
+    .assert_error(400, "bad_request");
+    app.post(
+        "/api/admin/notifications/not-a-uuid/retry",
+        Some(&office.admin),
+        json!({}),
+    )
+    .await
+    .assert_error(400, "bad_request");
 }
 
 async fn a_dead_device_token_is_forgotten(backend: Backend) {
@@ -486,7 +486,7 @@ async fn a_dead_device_token_is_forgotten(backend: Backend) {
             code: 410,
         }),
     );
-    let mut driver = named_driver(&app, &mut office, "Dario Reyes", "954-555-0321").await;
+    let mut driver = named_driver(&app, &mut office, "Dario Reyes").await;
     let job_id = id_of(&office.book(&app, DOWNTOWN_MIAMI).await);
     let offer = driver.next_offer().await;
     accept(&app, &driver.token, offer["offer_id"].as_str().unwrap()).await;
@@ -527,7 +527,7 @@ async fn a_slow_provider_delays_no_broadcast_and_no_other_channel(backend: Backe
     let mut office = office(&app).await;
     customer_profile(&app, &office).await;
     register_device(&app, &office.customer, &device(30), "customer").await;
-    let mut driver = named_driver(&app, &mut office, "Dario Reyes", "954-555-0331").await;
+    let mut driver = named_driver(&app, &mut office, "Dario Reyes").await;
 
     // Twilio takes its time (it answers only when the test lets it).
     app.fakes.hold_twilio();
@@ -586,16 +586,11 @@ async fn notifications_left_unsent_go_out_once_after_a_restart(backend: Backend)
     app.fakes.fail_resend_times(1);
     app.fakes.fail_sendgrid_times(1);
     let waiting = id_of(&office.book(&app, DOWNTOWN_MIAMI).await);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let rows = rows_of(&app, &office.admin, &waiting).await;
+    rows_when(&app, &office.admin, &waiting, "both failed once", |rows| {
         let retrying = |r: &Value| r["attempts"] == 1 && r["last_error"].is_string();
-        if rows.len() == 2 && rows.iter().all(retrying) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{rows:#?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        rows.len() == 2 && rows.iter().all(retrying)
+    })
+    .await;
     let twilio_before = app.fakes.twilio_requests();
     let fakes = app.fakes.clone();
     let admin = office.admin.clone();
@@ -675,19 +670,20 @@ async fn pickup_reminders_go_out_once_each_across_a_restart(backend: Backend) {
     .await
     .assert_status(201)
     .clone();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let rows = rows_of(&app, &admin, &id_of(&later_job)).await;
-        let decided = rows
-            .iter()
-            .filter(|r| r["event"] == "reminder_24h" && r["state"] == "skipped")
-            .count();
-        if decided == 2 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{rows:#?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    rows_when(
+        &app,
+        &admin,
+        &id_of(&later_job),
+        "its reminder decided",
+        |rows| {
+            let decided = rows
+                .iter()
+                .filter(|r| r["event"] == "reminder_24h" && r["state"] == "skipped")
+                .count();
+            decided == 2
+        },
+    )
+    .await;
     settled(&app, &admin, &id_of(&later_job)).await;
     assert!(
         app.fakes.push.drain().await.is_empty(),
@@ -795,7 +791,7 @@ async fn a_new_driver_is_announced_and_a_late_retry_says_nothing_stale(backend: 
     let mut office = office(&app).await;
     customer_profile(&app, &office).await;
     register_device(&app, &office.customer, &device(60), "customer").await;
-    let mut first = named_driver(&app, &mut office, "Dario Reyes", "954-555-0361").await;
+    let mut first = named_driver(&app, &mut office, "Dario Reyes").await;
     let job_id = id_of(&office.book(&app, DOWNTOWN_MIAMI).await);
     let offer = first.next_offer().await;
     accept(&app, &first.token, offer["offer_id"].as_str().unwrap()).await;
@@ -807,7 +803,7 @@ async fn a_new_driver_is_announced_and_a_late_retry_says_nothing_stale(backend: 
 
     // A dispatcher takes the job back; another driver takes it: the customer hears of her.
     move_job(&app, &office.admin, &job_id, "dispatching").await;
-    let mut second = named_driver(&app, &mut office, "Bea Santos", "954-555-0362").await;
+    let mut second = named_driver(&app, &mut office, "Bea Santos").await;
     let offer = second.next_offer().await;
     accept(&app, &second.token, offer["offer_id"].as_str().unwrap()).await;
     assert_eq!(
@@ -829,16 +825,17 @@ async fn a_new_driver_is_announced_and_a_late_retry_says_nothing_stale(backend: 
     // "On the way" fails once; by its retry the driver has arrived: it is not sent late.
     app.fakes.fail_twilio_times(1);
     move_job(&app, &second.token, &job_id, "en_route").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let rows = rows_of(&app, &office.admin, &job_id).await;
-        let waiting = row(&rows, "driver_en_route", "sms");
-        if waiting["attempts"] == 1 && waiting["last_error"].is_string() {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{waiting:#}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    rows_when(
+        &app,
+        &office.admin,
+        &job_id,
+        "the SMS failed once",
+        |rows| {
+            let waiting = row(rows, "driver_en_route", "sms");
+            waiting["attempts"] == 1 && waiting["last_error"].is_string()
+        },
+    )
+    .await;
     move_job(&app, &second.token, &job_id, "arrived").await;
     app.clock.advance(chrono::Duration::seconds(31));
     let rows = settled(&app, &office.admin, &job_id).await;

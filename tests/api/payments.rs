@@ -3,8 +3,6 @@
 //! whatever the delivery; payouts and refunds through the outbox, exactly once through
 //! failures and a crash.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 use stripe_webhook::Webhook;
 use umuve_actors::clock::Clock;
@@ -13,7 +11,7 @@ use crate::dispatch::{DOWNTOWN_MIAMI, Office, north_of, office, trail};
 use crate::on_both_databases;
 use crate::support::fake_stripe::{CONNECT_WEBHOOK_SECRET, EVENT, STRIPE_KEY, WEBHOOK_SECRET};
 use crate::support::{
-    Backend, Env, Reply, TestApp, TestDatabase, spawn_app_with, spawn_app_with_fakes,
+    Backend, Env, Reply, TestApp, TestDatabase, eventually, spawn_app_with, spawn_app_with_fakes,
 };
 
 const PAYMENT_INTENT: &str = include_str!("../data/stripe/payment_intent.json");
@@ -143,26 +141,6 @@ pub(crate) async fn paid_job(app: &TestApp, office: &Office, event_id: &str) -> 
         .await
         .assert_status(200);
     (job, pi)
-}
-
-/// Polls `read` until `holds` (the outbox worker's progress is only visible in storage).
-pub(crate) async fn eventually<F, Fut>(what: &str, read: F, holds: impl Fn(&Value) -> bool) -> Value
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Value>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let value = read().await;
-        if holds(&value) {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} did not happen in time; last seen: {value}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The job's outbox entries as dispatchers see them.

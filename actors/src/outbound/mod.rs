@@ -14,7 +14,7 @@ pub use push::{
     Apns, DeviceTokens, LogOnlyPush, MAX_PUSHES_IN_FLIGHT, Push, PushApp, PushError, PushTransport,
     SendPush,
 };
-pub use retry::{DeliveryError, RetryPolicy};
+pub use retry::{DeliveryError, RetryPolicy, doubling_wait};
 pub use sms::{DeliverSms, LogOnlySms, SendSms, Sms, SmsKind, SmsSender, SmsTransport, mask_phone};
 
 /// How many messages may wait in a sender's mailbox; past this, `try_send` fails and the caller

@@ -31,11 +31,17 @@ impl Default for RetryPolicy {
     }
 }
 
+/// The wait after `failed_tries` failures: `base` after the first, doubling with each further
+/// one, never more than `max`. Shared by the in-memory retries and the outbox workers.
+pub fn doubling_wait(base: Duration, failed_tries: u32, max: Duration) -> Duration {
+    let doublings = failed_tries.saturating_sub(1).min(20);
+    base.saturating_mul(1 << doublings).min(max)
+}
+
 impl RetryPolicy {
     /// The wait after failed try number `failed_try` (1-based).
     pub fn delay_after(&self, failed_try: u32) -> Duration {
-        self.base_delay
-            .saturating_mul(2u32.saturating_pow(failed_try.saturating_sub(1)))
+        doubling_wait(self.base_delay, failed_try, Duration::MAX)
     }
 
     /// Runs `attempt` until it succeeds, is rejected, or the tries are used up. Returns the last

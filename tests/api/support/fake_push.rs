@@ -77,11 +77,7 @@ impl FakePush {
     /// Pushes received so far and not yet taken.
     pub async fn drain(&self) -> Vec<ReceivedPush> {
         let mut received = self.received.lock().await;
-        let mut pushes = Vec::new();
-        while let Ok(push) = received.try_recv() {
-            pushes.push(push);
-        }
-        pushes
+        std::iter::from_fn(|| received.try_recv().ok()).collect()
     }
 
     /// The next push to `token` is answered with `error` (a2's own value).

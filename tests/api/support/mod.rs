@@ -61,6 +61,27 @@ macro_rules! on_both_databases {
     };
 }
 
+/// Polls `read` until `holds` (for progress only visible in storage, such as the background
+/// workers'); fails after 10 s.
+pub async fn eventually<F, Fut>(what: &str, read: F, holds: impl Fn(&Value) -> bool) -> Value
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Value>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = read().await;
+        if holds(&value) {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen in time; last seen: {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A running engine and its surroundings.
 pub struct TestApp {
     pub address: String,
