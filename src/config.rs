@@ -66,14 +66,20 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-/// Limits on the authentication endpoints.
+/// Rate limits (see `crate::rate_limit`).
 #[derive(Debug, Clone, Copy)]
-pub struct AuthRateLimits {
+pub struct RateLimits {
     pub sms_per_phone_per_hour: u32,
     pub sms_per_ip_per_hour: u32,
+    /// `SMS_GLOBAL_PER_HOUR`: login codes sent in all, whoever asks.
+    pub sms_global_per_hour: u32,
     pub auth_per_ip_per_minute: u32,
     /// `WS_CONNECTS_PER_USER_PER_MINUTE`.
     pub ws_connects_per_user_per_minute: u32,
+    /// `JOBS_PER_USER_PER_HOUR`: bookings per customer.
+    pub jobs_per_user_per_hour: u32,
+    /// `UPLOADS_PER_USER_PER_HOUR`: photo upload requests per user.
+    pub uploads_per_user_per_hour: u32,
 }
 
 /// Twilio, when configured.
@@ -277,7 +283,9 @@ pub struct Settings {
     pub secret_key: SecretString,
     pub redis_url: Option<SecretString>,
     pub ratelimit_storage_uri: Option<SecretString>,
-    pub rate_limits: AuthRateLimits,
+    /// Prefixes every rate-limit key in Redis (several deployments may share one Redis).
+    pub ratelimit_key_prefix: String,
+    pub rate_limits: RateLimits,
     pub cors_origins: Vec<String>,
     pub admin_seed_secret: Option<SecretString>,
     pub stripe: StripeSettings,
@@ -320,6 +328,9 @@ pub struct ConfigError {
 }
 
 /// Variables production refuses to start without.
+/// Shortest signing secret accepted in production (HS256 wants a key of at least its hash size).
+pub const MIN_SECRET_BYTES: usize = 32;
+
 pub const REQUIRED_IN_PRODUCTION: [&str; 3] = ["JWT_SECRET", "SECRET_KEY", "DATABASE_URL"];
 /// Variables production warns about when missing.
 pub const RECOMMENDED_IN_PRODUCTION: [&str; 5] = [
@@ -474,8 +485,16 @@ impl Settings {
 
         let mut secret_or_ephemeral = |r: &mut Reader<_>, name: &str| match r.secret(name) {
             Some(secret) => {
-                if secret.expose_secret().len() < 16 {
-                    warnings.push(format!("{name} is shorter than 16 characters"));
+                let bytes = secret.expose_secret().len();
+                if bytes < MIN_SECRET_BYTES && production {
+                    // A short HS256 key can be brute-forced offline from one token.
+                    r.problems.push(format!(
+                        "{name} must be at least {MIN_SECRET_BYTES} bytes in production (it has {bytes})"
+                    ));
+                } else if bytes < MIN_SECRET_BYTES {
+                    warnings.push(format!(
+                        "{name} is shorter than {MIN_SECRET_BYTES} bytes: production refuses it"
+                    ));
                 }
                 secret
             }
@@ -491,19 +510,28 @@ impl Settings {
         let jwt_secret = secret_or_ephemeral(&mut r, "JWT_SECRET");
         let secret_key = secret_or_ephemeral(&mut r, "SECRET_KEY");
 
-        let rate_limits = AuthRateLimits {
+        let rate_limits = RateLimits {
             sms_per_phone_per_hour: r.number("SMS_PER_PHONE_PER_HOUR", 5),
             sms_per_ip_per_hour: r.number("SMS_PER_IP_PER_HOUR", 20),
+            sms_global_per_hour: r.number("SMS_GLOBAL_PER_HOUR", 500),
             auth_per_ip_per_minute: r.number("AUTH_PER_IP_PER_MINUTE", 30),
             ws_connects_per_user_per_minute: r.number("WS_CONNECTS_PER_USER_PER_MINUTE", 12),
+            jobs_per_user_per_hour: r.number("JOBS_PER_USER_PER_HOUR", 20),
+            uploads_per_user_per_hour: r.number("UPLOADS_PER_USER_PER_HOUR", 60),
         };
         for (name, value) in [
             ("SMS_PER_PHONE_PER_HOUR", rate_limits.sms_per_phone_per_hour),
             ("SMS_PER_IP_PER_HOUR", rate_limits.sms_per_ip_per_hour),
+            ("SMS_GLOBAL_PER_HOUR", rate_limits.sms_global_per_hour),
             ("AUTH_PER_IP_PER_MINUTE", rate_limits.auth_per_ip_per_minute),
             (
                 "WS_CONNECTS_PER_USER_PER_MINUTE",
                 rate_limits.ws_connects_per_user_per_minute,
+            ),
+            ("JOBS_PER_USER_PER_HOUR", rate_limits.jobs_per_user_per_hour),
+            (
+                "UPLOADS_PER_USER_PER_HOUR",
+                rate_limits.uploads_per_user_per_hour,
             ),
         ] {
             if value == 0 {
@@ -727,12 +755,10 @@ impl Settings {
             }
         });
 
-        for name in ["REDIS_URL", "RATELIMIT_STORAGE_URI"] {
-            if r.get(name).is_some() {
-                warnings.push(format!(
-                    "{name} is set but not used yet: this engine runs as a single node with in-memory rate limits"
-                ));
-            }
+        if r.get("REDIS_URL").is_some() {
+            warnings.push(
+                "REDIS_URL is set but not used yet: this engine runs as a single node (shared rate limits use RATELIMIT_STORAGE_URI)".into(),
+            );
         }
         if production && r.get("PUBLIC_URL").is_none() {
             warnings.push(format!(
@@ -757,7 +783,12 @@ impl Settings {
                 jwt_secret,
                 secret_key,
                 redis_url: r.secret("REDIS_URL"),
-                ratelimit_storage_uri: r.secret("RATELIMIT_STORAGE_URI"),
+                ratelimit_storage_uri: r
+                    .secret("RATELIMIT_STORAGE_URI")
+                    .filter(|uri| !uri.expose_secret().trim().is_empty()),
+                ratelimit_key_prefix: r
+                    .get("RATELIMIT_KEY_PREFIX")
+                    .unwrap_or_else(|| "umuve:ratelimit:".into()),
                 rate_limits,
                 cors_origins,
                 admin_seed_secret: r.secret("ADMIN_SEED_SECRET"),
@@ -844,8 +875,8 @@ mod tests {
     fn production_warns_for_each_missing_recommended_variable() {
         let loaded = load(&[
             ("APP_ENV", "production"),
-            ("JWT_SECRET", "0123456789abcdef0123"),
-            ("SECRET_KEY", "0123456789abcdef0123"),
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("SECRET_KEY", "0123456789abcdef0123456789abcdef"),
             ("DATABASE_URL", "postgresql://app:pw@db/umuve"),
         ])
         .unwrap();
@@ -864,11 +895,40 @@ mod tests {
     }
 
     #[test]
+    fn production_refuses_a_signing_secret_shorter_than_32_bytes() {
+        let error = load(&[
+            ("APP_ENV", "production"),
+            ("JWT_SECRET", "only-31-bytes-long-0123456789ab"),
+            ("SECRET_KEY", "0123456789abcdef0123456789abcdef"),
+            ("DATABASE_URL", "postgresql://app:pw@db/umuve"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("JWT_SECRET must be at least 32 bytes"),
+            "{error}"
+        );
+        assert!(
+            !error.contains("only-31"),
+            "the secret itself is not quoted: {error}"
+        );
+        let development = load(&[("JWT_SECRET", "only-31-bytes-long-0123456789ab")]).unwrap();
+        assert!(
+            development
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("JWT_SECRET is shorter than 32 bytes")),
+            "{:?}",
+            development.warnings
+        );
+    }
+
+    #[test]
     fn missing_push_credentials_are_warned_about() {
         let production = [
             ("APP_ENV", "production"),
-            ("JWT_SECRET", "0123456789abcdef0123"),
-            ("SECRET_KEY", "0123456789abcdef0123"),
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("SECRET_KEY", "0123456789abcdef0123456789abcdef"),
             ("DATABASE_URL", "postgresql://app:pw@db/umuve"),
         ];
         let unconfigured = load(&production).unwrap();

@@ -24,7 +24,7 @@ impl Housekeeper {
     }
 
     fn sweep(&self, ctx: &mut Context<Self>) {
-        self.state.auth_limits.forget_idle_keys();
+        self.state.limits.forget_idle_keys();
         let state = self.state.clone();
         // The purge runs as a spawned future: the actor never waits on the database.
         ctx.spawn(

@@ -8,7 +8,9 @@
 //! - [`ws`]: the WebSocket endpoint and the session actors.
 //! - [`jobs`]: pricing and the one function that changes a job's status.
 //! - [`http`]: the error model, the edge middleware, client addresses, 404/405.
-//! - [`auth`]: tokens, role extractors, passwords, SMS codes, Apple, rate limits.
+//! - [`auth`]: tokens, role extractors, passwords, SMS codes, Apple.
+//! - [`rate_limit`]: limits per phone, IP and user, in memory or Redis.
+//! - [`uploads`]: job photos: streamed, typed by content, cleaned of metadata.
 //! - [`domain`]: values parsed at the boundary (`Phone`, `EmailAddress`, `Role`, ...).
 //! - [`storage`]: sqlx queries for SQLite and PostgreSQL.
 //! - [`integrations`]: HTTP clients of Twilio, Resend, SendGrid.
@@ -28,10 +30,12 @@ pub mod integrations;
 pub mod jobs;
 pub mod notifications;
 pub mod payments;
+pub mod rate_limit;
 pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod templates;
+pub mod uploads;
 pub mod ws;

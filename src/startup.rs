@@ -36,11 +36,12 @@ const NOTIFIER_DRAIN_GRACE: Duration = Duration::from_secs(20);
 
 /// The OpenAPI document of the routes this build serves.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    let (_, api) = App::new()
+    let (_, mut api) = App::new()
         .into_utoipa_app()
         .openapi(routes::ApiDoc::openapi())
         .configure(routes::configure)
         .split_for_parts();
+    routes::document_common_errors(&mut api);
     api
 }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use actix::{Actor, Addr, Arbiter, ArbiterHandle};
+use anyhow::Context;
 use secrecy::ExposeSecret;
 use umuve_actors::clock::SharedClock;
 use umuve_actors::outbound::{
@@ -14,7 +15,6 @@ use umuve_actors::outbound::{
 use crate::auth::apple::AppleVerifier;
 use crate::auth::one_time::OneTimeHasher;
 use crate::auth::passwords::PasswordHasher;
-use crate::auth::rate_limit::AuthLimiter;
 use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
 use crate::integrations::apns::ApnsTransport;
@@ -25,10 +25,12 @@ use crate::integrations::{
 use crate::jobs::Pricing;
 use crate::notifications::notifier::{Notifier, Senders};
 use crate::payments::outbox_worker::OutboxWorker;
+use crate::rate_limit::Limiter;
 use crate::storage::Db;
 use crate::storage::devices::DbDeviceTokens;
 use crate::storage::offers::DbDispatchStore;
 use crate::storage::positions::DbPositionStore;
+use crate::uploads::PhotoStore;
 use umuve_actors::geo::ServiceArea;
 use umuve_actors::realtime::hub::{Hub, HubSettings};
 use umuve_actors::realtime::matcher::MatcherSettings;
@@ -40,7 +42,9 @@ pub struct AppState {
     pub tokens: TokenKeys,
     pub one_time: OneTimeHasher,
     pub passwords: PasswordHasher,
-    pub auth_limits: AuthLimiter,
+    pub limits: Limiter,
+    /// Job photos in `UPLOAD_DIR`.
+    pub photos: PhotoStore,
     /// `None` in production without Twilio: login codes cannot be delivered, so
     /// `sms/send` answers 503 instead of pretending.
     pub sms: Option<Addr<SmsSender>>,
@@ -200,7 +204,10 @@ impl AppState {
             tokens: TokenKeys::new(settings.jwt_secret.expose_secret().as_bytes()),
             one_time: OneTimeHasher::new(settings.secret_key.expose_secret().as_bytes()),
             passwords: PasswordHasher::new(cores),
-            auth_limits: AuthLimiter::new(&settings.rate_limits, clock.clone()),
+            limits: Limiter::from_settings(&settings, clock.clone())?,
+            photos: PhotoStore::open(&settings.upload_dir).with_context(|| {
+                format!("cannot open UPLOAD_DIR {}", settings.upload_dir.display())
+            })?,
             pricing: Pricing::new(settings.pricing),
             hub,
             settings: Arc::new(settings),

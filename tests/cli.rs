@@ -117,7 +117,7 @@ async fn production_without_its_secrets_refuses_to_start_naming_each() {
 
     let output = engine(dir.path())
         .env("APP_ENV", "production")
-        .env("SECRET_KEY", "0123456789abcdef0123")
+        .env("SECRET_KEY", "0123456789abcdef0123456789abcdef")
         .env("DATABASE_URL", "sqlite://prod.db")
         .output()
         .await

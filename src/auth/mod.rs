@@ -5,11 +5,9 @@
 //! - [`passwords`]: argon2id hashing off the event loop.
 //! - [`one_time`]: SMS codes and reset tokens, and their keyed hashes.
 //! - [`apple`]: Sign in with Apple identity tokens against Apple's key set.
-//! - [`rate_limit`]: per-phone and per-IP limits on the auth endpoints.
 
 pub mod apple;
 pub mod caller;
 pub mod one_time;
 pub mod passwords;
-pub mod rate_limit;
 pub mod tokens;

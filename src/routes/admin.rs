@@ -87,8 +87,9 @@ pub async fn seed(
     };
     let ip = client_ip(&req, state.settings.trusted_proxy_hops);
     state
-        .auth_limits
+        .limits
         .check_auth_attempt(ip)
+        .await
         .map_err(|wait| ApiError::rate_limited(wait.0))?;
     if !secrets_match(&body.secret, expected.expose_secret()) {
         return Err(ApiError::Forbidden("wrong seed secret".into()));

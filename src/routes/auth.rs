@@ -8,10 +8,10 @@ use utoipa::ToSchema;
 
 use crate::auth::apple::AppleError;
 use crate::auth::one_time::{looks_like_sms_code, new_reset_token, new_sms_code};
-use crate::auth::rate_limit::RetryAfter;
 use crate::domain::{EmailAddress, Password, PersonName, Phone, Role};
 use crate::http::client_ip::client_ip;
 use crate::http::{ApiError, ErrorBody};
+use crate::rate_limit::RetryAfter;
 use crate::state::AppState;
 use crate::storage::auth_codes::{self, CodeCheck};
 use crate::storage::users::{self, User};
@@ -85,11 +85,12 @@ fn rate_limited(RetryAfter(wait): RetryAfter) -> ApiError {
     ApiError::rate_limited(wait)
 }
 
-fn check_auth_attempt(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+async fn check_auth_attempt(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
     let ip = client_ip(req, state.settings.trusted_proxy_hops);
     state
-        .auth_limits
+        .limits
         .check_auth_attempt(ip)
+        .await
         .map_err(rate_limited)
 }
 
@@ -133,8 +134,9 @@ pub async fn sms_send(
     };
     let ip = client_ip(&req, state.settings.trusted_proxy_hops);
     state
-        .auth_limits
+        .limits
         .check_sms_send(ip, phone.as_str())
+        .await
         .map_err(rate_limited)?;
 
     let code = new_sms_code();
@@ -177,7 +179,7 @@ pub async fn sms_verify(
     req: HttpRequest,
     body: web::Json<SmsVerifyRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    check_auth_attempt(&state, &req)?;
+    check_auth_attempt(&state, &req).await?;
     let phone = Phone::parse(&body.phone).map_err(ApiError::BadRequest)?;
     if !looks_like_sms_code(&body.code) {
         return Err(ApiError::BadRequest("code must be 6 digits".into()));
@@ -231,7 +233,7 @@ pub async fn login(
     req: HttpRequest,
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    check_auth_attempt(&state, &req)?;
+    check_auth_attempt(&state, &req).await?;
     let wrong = || ApiError::Unauthorized("wrong email or password".into());
     let Ok(email) = EmailAddress::parse(&body.email) else {
         return Err(wrong());
@@ -267,7 +269,7 @@ pub async fn apple(
     req: HttpRequest,
     body: web::Json<AppleLoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    check_auth_attempt(&state, &req)?;
+    check_auth_attempt(&state, &req).await?;
     let role = self_service_role(body.role)?;
     let name = body
         .name
@@ -323,11 +325,11 @@ pub async fn password_forgot(
     req: HttpRequest,
     body: web::Json<PasswordForgotRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    check_auth_attempt(&state, &req)?;
+    check_auth_attempt(&state, &req).await?;
     let email = EmailAddress::parse(&body.email).map_err(ApiError::BadRequest)?;
     // Every branch answers 202 alike: the answer never tells whether the account exists.
     if let Some(user) = users::by_email(&state.db, &email).await? {
-        if state.auth_limits.check_recipient(email.as_str()).is_ok() {
+        if state.limits.check_recipient(email.as_str()).await.is_ok() {
             send_reset_link(&state, &user, &email).await?;
         } else {
             tracing::info!(user_id = %user.id, "password-reset email skipped: sent too often to this address");
@@ -381,7 +383,7 @@ pub async fn password_reset(
     req: HttpRequest,
     body: web::Json<PasswordResetRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    check_auth_attempt(&state, &req)?;
+    check_auth_attempt(&state, &req).await?;
     let body = body.into_inner();
     let password = Password::parse(body.password).map_err(ApiError::BadRequest)?;
     let token_hash = state.one_time.reset_token(body.token.trim());

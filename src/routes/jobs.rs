@@ -117,6 +117,11 @@ pub async fn create_job(
             "we serve Miami-Dade, Broward and Palm Beach counties only".into(),
         )
     })?;
+    state
+        .limits
+        .check_job_creation(customer.caller.user_id)
+        .await
+        .map_err(|wait| ApiError::rate_limited(wait.0))?;
     let customer_id = UserId::from_uuid(customer.caller.user_id);
     let new = NewJob {
         customer: customer_id,

@@ -17,6 +17,7 @@ pub mod notifications;
 pub mod offers;
 pub mod ops;
 pub mod payments;
+pub mod photos;
 pub mod service_area;
 
 /// Registers every route.
@@ -34,6 +35,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(jobs::cancel_job)
         .service(jobs::move_job)
         .service(jobs::assign_job)
+        .service(photos::upload_photos)
+        .service(photos::serve_photo)
         .service(payments::payment_intent)
         .service(payments::stripe_webhook)
         .service(payments::connect_account)
@@ -92,3 +95,86 @@ impl Modify for BearerAuth {
         );
     }
 }
+
+/// Documents the error answers every operation of a kind can give, whatever its handler lists:
+/// a body that is not JSON (415), malformed or too large (400, 413), a path parameter that does
+/// not parse (400), and a rate limit where one applies (429). Run on the assembled document.
+pub fn document_common_errors(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::{Operation, ParameterIn};
+    use utoipa::openapi::{RefOr, ResponseBuilder};
+
+    fn add(operation: &mut Operation, status: &str, description: &str) {
+        operation
+            .responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert_with(|| {
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description(description)
+                        .content(
+                            "application/json",
+                            utoipa::openapi::ContentBuilder::new()
+                                .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                                .build(),
+                        )
+                        .build(),
+                )
+            });
+    }
+
+    for (path, item) in api.paths.paths.iter_mut() {
+        let operations = [
+            ("GET", &mut item.get),
+            ("POST", &mut item.post),
+            ("PUT", &mut item.put),
+            ("PATCH", &mut item.patch),
+            ("DELETE", &mut item.delete),
+        ];
+        for (method, operation) in operations {
+            let Some(operation) = operation else {
+                continue;
+            };
+            let json_body = match &operation.request_body {
+                Some(RefOr::T(body)) => body.content.contains_key("application/json"),
+                _ => false,
+            };
+            if json_body {
+                add(operation, "400", "Malformed JSON or an invalid field");
+                add(operation, "413", "Body over 1 MiB");
+                add(operation, "415", "Content-Type is not application/json");
+            }
+            let path_parameters =
+                operation.parameters.iter().flatten().any(
+                    |p| matches!(p, RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Path)),
+                );
+            if path_parameters {
+                add(operation, "400", "A path parameter that does not parse");
+            }
+            let has_query =
+                operation.parameters.iter().flatten().any(
+                    |p| matches!(p, RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Query)),
+                );
+            if has_query {
+                add(operation, "400", "An invalid query parameter");
+            }
+            if RATE_LIMITED.contains(&(method, path.as_str())) {
+                add(operation, "429", "Rate limited; see Retry-After");
+            }
+        }
+    }
+}
+
+/// Operations with a rate limit of their own (see `crate::rate_limit`).
+const RATE_LIMITED: [(&str, &str); 10] = [
+    ("POST", "/api/auth/sms/send"),
+    ("POST", "/api/auth/sms/verify"),
+    ("POST", "/api/auth/login"),
+    ("POST", "/api/auth/apple"),
+    ("POST", "/api/auth/password/forgot"),
+    ("POST", "/api/auth/password/reset"),
+    ("POST", "/api/admin/seed"),
+    ("POST", "/api/jobs"),
+    ("POST", "/api/jobs/{id}/photos"),
+    ("GET", "/ws"),
+];

@@ -18,7 +18,7 @@ macro_rules! columns {
     () => {
         "job_id, customer_id, driver_id, status, address, lat, lng, county, description, load_size, \
          scheduled_at, price_cents, service_fee_cents, commission_cents, total_cents, \
-         driver_payout_cents, created_at, updated_at"
+         driver_payout_cents, created_at, updated_at, photos"
     };
 }
 
@@ -45,6 +45,8 @@ pub(super) struct JobRow {
     driver_payout_cents: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// A JSON array of file names in `UPLOAD_DIR`.
+    photos: String,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -71,7 +73,8 @@ impl TryFrom<JobRow> for Job {
             service_fee_cents: row.service_fee_cents,
             total_cents: row.total_cents,
             driver_payout_cents: row.driver_payout_cents,
-            photos: Vec::new(),
+            photos: crate::uploads::photo_urls(&row.photos)
+                .map_err(|_| corrupt("photos", &row.photos))?,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -165,7 +168,7 @@ pub async fn insert(
     const SQL: &str = concat!(
         "INSERT INTO jobs (",
         columns!(),
-        ") VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) RETURNING ",
+        ") VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, '[]') RETURNING ",
         columns!()
     );
     let id = Uuid::new_v4();

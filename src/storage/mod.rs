@@ -22,6 +22,7 @@ pub mod notifications;
 pub mod offers;
 pub mod outbox;
 pub mod payments;
+pub mod photos;
 pub mod positions;
 pub mod users;
 

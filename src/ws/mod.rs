@@ -57,8 +57,9 @@ pub async fn upgrade(
         })?;
     let caller = Caller::from_token(&state, token)?;
     state
-        .auth_limits
+        .limits
         .check_ws_connect(caller.user_id)
+        .await
         .map_err(|wait| ApiError::rate_limited(wait.0))?;
     // The account as stored now: its role and approval, not what the token said a month ago.
     let user = users::by_id(&state.db, caller.user_id)

@@ -44,7 +44,7 @@ pub const MAX_FRAME: usize = 64 * 1024;
 pub const ABUSE_DROPS: u32 = 200;
 pub const ABUSE_WINDOW: Duration = Duration::from_secs(10);
 /// After a close for flooding, the user's new connections are refused this long (429); doubled
-/// for repeat offenders (see `AuthLimiter::cool_down_ws`).
+/// for repeat offenders (see `Limiter::cool_down_ws`).
 pub const ABUSE_COOLDOWN: Duration = Duration::from_secs(60);
 /// A position's `ts` further ahead of the engine's clock than this is replaced by the time of
 /// receipt.
@@ -360,7 +360,7 @@ impl<R: SessionRole> WsSession<R> {
             count(&METRICS.frames_dropped, "rate_limited");
             if self.budget.abusive() {
                 self.state
-                    .auth_limits
+                    .limits
                     .cool_down_ws(self.user.as_uuid(), ABUSE_COOLDOWN);
                 self.close(
                     ctx,

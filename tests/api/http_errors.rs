@@ -205,6 +205,23 @@ async fn cors_allows_only_the_configured_origins() {
     let refused = app.send(preflight("https://evil.example.com")).await;
     refused.assert_error(400, "bad_request");
     assert!(!refused.headers.contains_key("access-control-allow-origin"));
+    // Exact match only: no suffix, prefix, scheme, port or subdomain look-alikes.
+    for near_miss in [
+        "https://admin.goumuve.test.evil.example",
+        "https://evil-admin.goumuve.test",
+        "https://sub.admin.goumuve.test",
+        "http://admin.goumuve.test",
+        "https://admin.goumuve.test:8443",
+        "https://admin.goumuve.tes",
+        "null",
+    ] {
+        let refused = app.send(preflight(near_miss)).await;
+        assert_eq!(refused.status, 400, "{near_miss} was allowed");
+        assert!(
+            !refused.headers.contains_key("access-control-allow-origin"),
+            "{near_miss}"
+        );
+    }
 
     let simple = app
         .send(

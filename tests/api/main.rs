@@ -3,14 +3,17 @@
 
 mod support;
 
+mod abuse;
 mod admin_users;
 mod auth_apple;
 mod auth_password;
 mod auth_sms;
+mod authorization;
 mod dispatch;
 mod http_errors;
 mod notifications;
 mod openapi;
 mod payments;
+mod photos;
 mod realtime;
 mod tokens;

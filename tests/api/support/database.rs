@@ -32,6 +32,21 @@ impl Backend {
     }
 }
 
+/// Redis from `REDIS_TEST_URL`. Without it the test is skipped, unless `REQUIRE_REDIS=1`,
+/// which makes the missing server a failure (CI sets it).
+pub fn redis_url() -> Option<String> {
+    match std::env::var("REDIS_TEST_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("REQUIRE_REDIS").as_deref() == Ok("1") => {
+            panic!("REQUIRE_REDIS=1 but REDIS_TEST_URL is not set")
+        }
+        _ => {
+            eprintln!("skipped: REDIS_TEST_URL is not set");
+            None
+        }
+    }
+}
+
 /// Deleted when dropped.
 pub enum TestDatabase {
     /// Handed over to a restarted engine.

@@ -90,6 +90,8 @@ pub struct TestApp {
     pub fakes: Arc<FakeServices>,
     pub db: Db,
     pub hub: umuve_actors::realtime::hub::Hub,
+    /// `UPLOAD_DIR`: a directory of this engine's own.
+    pub uploads: Arc<tempfile::TempDir>,
     state: actix_web::web::Data<umuve_dispatch::state::AppState>,
     handle: ServerHandle,
     running: Option<actix_web::rt::task::JoinHandle<std::io::Result<()>>>,
@@ -214,6 +216,13 @@ pub async fn spawn_app_with_fakes(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    let uploads = Arc::new(tempfile::tempdir().expect("an upload directory"));
+    vars.insert(
+        "UPLOAD_DIR".into(),
+        uploads.path().to_string_lossy().into_owned(),
+    );
+    // Scenarios book many jobs as one customer; the limit has its own test.
+    vars.insert("JOBS_PER_USER_PER_HOUR".into(), "10000".into());
     vars.extend(env.0);
     if vars.contains_key("STRIPE_SECRET_KEY") {
         // Payments on: Stripe is the fake on this test's server.
@@ -257,6 +266,7 @@ pub async fn spawn_app_with_fakes(
         fakes,
         db,
         hub,
+        uploads,
         state,
         handle,
         running: Some(running),
