@@ -1,0 +1,7 @@
+//! Client WebSocket text frames: decoded into a valid command or refused with an error.
+#![no_main]
+
+#[path = "../../tests/decoders/properties.rs"]
+mod properties;
+
+libfuzzer_sys::fuzz_target!(|text: &str| properties::client_frame(text));

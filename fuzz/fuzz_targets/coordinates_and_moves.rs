@@ -1,0 +1,11 @@
+//! Coordinates and bounding boxes (any floats), and status moves by any mover.
+#![no_main]
+
+#[path = "../../tests/decoders/properties.rs"]
+mod properties;
+
+libfuzzer_sys::fuzz_target!(|input: (f64, f64, [f64; 4], (u8, u8, u8))| {
+    let (lat, lng, bbox, (from, to, mover)) = input;
+    properties::coordinates(lat, lng, bbox);
+    properties::status_move(from.into(), to.into(), mover.into());
+});
