@@ -20,6 +20,7 @@ if ! "$work/venv/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"
     python3 -m venv "$work/venv"
     "$work/venv/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+schemathesis=$PWD/$work/venv/bin/st
 cargo build --quiet --bin umuve-dispatch
 engine=target/debug/umuve-dispatch
 
@@ -97,9 +98,10 @@ for caller in anonymous admin customer driver; do
         driver) headers=(-H "Authorization: Bearer $driver") ;;
     esac
     echo "=== api-fuzz as $caller"
-    if ! "$work/venv/bin/st" --config-file "$config" run "$base/api/openapi.json" \
+    # From the run's directory: schemathesis keeps its example database in the working one.
+    if ! (cd "$run_dir" && "$schemathesis" --config-file "$config" run "$base/api/openapi.json" \
         "${headers[@]}" --checks "$checks" --max-examples "$examples" --seed "$seed" \
-        --workers 1 --no-color --report junit --report-dir "$run_dir/report-$caller"; then
+        --workers 1 --no-color --report junit --report-dir "$run_dir/report-$caller"); then
         failed+=("$caller")
     fi
 done

@@ -327,10 +327,10 @@ pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
-/// Variables production refuses to start without.
 /// Shortest signing secret accepted in production (HS256 wants a key of at least its hash size).
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// Variables production refuses to start without.
 pub const REQUIRED_IN_PRODUCTION: [&str; 3] = ["JWT_SECRET", "SECRET_KEY", "DATABASE_URL"];
 /// Variables production warns about when missing.
 pub const RECOMMENDED_IN_PRODUCTION: [&str; 5] = [

@@ -15,8 +15,13 @@
 //! Every limit is GCRA: a budget that refills evenly, e.g. 5 per hour is a burst of 5, then one
 //! more every 12 minutes. In memory it is governor's; in Redis the same algorithm runs as one
 //! Lua script per check (atomic across engines). Both run on the engine's clock. When Redis
-//! cannot be reached the process falls back to its own memory (warned), so limits weaken to
-//! per-process instead of disappearing or refusing everyone.
+//! cannot be reached the process falls back to its own memory (warned) for [`REDIS_BACKOFF`],
+//! so limits weaken to per-process instead of disappearing, refusing everyone or making every
+//! request wait for a timeout.
+//!
+//! A refused request has still used the budgets checked before the one that refused it: an
+//! address hammering one phone spends its own budget too. SMS checks run per address, then per
+//! phone, then the global ceiling, so refused requests never use the ceiling up.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -58,7 +63,10 @@ pub const STRIKE_MEMORY: Duration = Duration::from_secs(3600);
 /// The longest cool-down, however often a user floods.
 pub const MAX_COOLDOWN: Duration = Duration::from_secs(3600);
 /// How long a check waits for Redis before deciding in memory.
-const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+const REDIS_TIMEOUT: Duration = Duration::from_millis(300);
+/// After Redis failed a check, the next ones go straight to memory for this long, so an outage
+/// costs one timeout per this period instead of one per request.
+const REDIS_BACKOFF: Duration = Duration::from_secs(15);
 /// At most one "Redis unreachable" warning per this long.
 const REDIS_WARNING_EVERY: Duration = Duration::from_secs(60);
 
@@ -155,10 +163,37 @@ struct RedisStore {
     connection: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
     script: redis::Script,
     prefix: String,
+    /// Keys are an HMAC of the limit and the phone, address, IP or user (with `SECRET_KEY`,
+    /// which every engine shares), so the shared Redis holds no phone numbers or addresses.
+    key_secret: Vec<u8>,
+    /// Until when checks skip Redis after a failure (see [`REDIS_BACKOFF`]).
+    down_until: std::sync::Mutex<Option<std::time::Instant>>,
     last_warning: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
+fn locked<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl RedisStore {
+    fn is_down(&self) -> bool {
+        locked(&self.down_until).is_some_and(|until| std::time::Instant::now() < until)
+    }
+
+    fn key(&self, limit: Limit, key: &str) -> String {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.key_secret)
+            .expect("HMAC accepts keys of any length");
+        mac.update(limit.key_name().as_bytes());
+        mac.update(b"\0");
+        mac.update(key.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}{}:{hex}", self.prefix, limit.key_name())
+    }
+
     async fn check(
         &self,
         limit: Limit,
@@ -168,13 +203,20 @@ impl RedisStore {
     ) -> redis::RedisResult<Option<Duration>> {
         let connection = self
             .connection
-            .get_or_try_init(|| redis::aio::ConnectionManager::new(self.client.clone()))
+            .get_or_try_init(|| {
+                // Fail fast: the caller falls back to memory rather than wait.
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(REDIS_TIMEOUT))
+                    .set_response_timeout(Some(REDIS_TIMEOUT))
+                    .set_number_of_retries(1);
+                redis::aio::ConnectionManager::new_with_config(self.client.clone(), config)
+            })
             .await?;
         let (count, period) = budget;
         let interval_ms = (period.as_millis() / u128::from(count.max(1))).max(1) as u64;
         let wait_ms: u64 = self
             .script
-            .key(format!("{}{}:{key}", self.prefix, limit.key_name()))
+            .key(self.key(limit, key))
             .arg(now.as_millis() as u64)
             .arg(interval_ms)
             .arg(count.max(1))
@@ -183,11 +225,9 @@ impl RedisStore {
         Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms)))
     }
 
-    fn warn(&self, error: &dyn std::fmt::Display) {
-        let mut last = self
-            .last_warning
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    fn failed(&self, error: &dyn std::fmt::Display) {
+        *locked(&self.down_until) = Some(std::time::Instant::now() + REDIS_BACKOFF);
+        let mut last = locked(&self.last_warning);
         if last.is_none_or(|at| at.elapsed() >= REDIS_WARNING_EVERY) {
             *last = Some(std::time::Instant::now());
             tracing::warn!(%error, "rate limits: Redis unreachable; limiting in this process's memory");
@@ -214,11 +254,16 @@ impl Limiter {
             None => None,
             Some(uri) => Some(RedisStore {
                 client: redis::Client::open(uri.expose_secret()).map_err(|e| {
-                    anyhow::anyhow!("RATELIMIT_STORAGE_URI is not a Redis URL: {e}")
+                    anyhow::anyhow!(
+                        "RATELIMIT_STORAGE_URI is not a usable Redis URL (redis://… or \
+                         redis+unix://…; TLS is not built in): {e}"
+                    )
                 })?,
                 connection: tokio::sync::OnceCell::new(),
                 script: redis::Script::new(GCRA_SCRIPT),
                 prefix: settings.ratelimit_key_prefix.clone(),
+                key_secret: settings.secret_key.expose_secret().as_bytes().to_vec(),
+                down_until: std::sync::Mutex::new(None),
                 last_warning: std::sync::Mutex::new(None),
             }),
         };
@@ -267,14 +312,14 @@ impl Limiter {
 
     /// Charges one unit of `limit` to `key`.
     pub async fn check(&self, limit: Limit, key: &str) -> Result<(), RetryAfter> {
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.redis.as_ref().filter(|redis| !redis.is_down()) {
             let budget = limit.budget(&self.settings);
             let now = self.clock.since_epoch();
             match tokio::time::timeout(REDIS_TIMEOUT, redis.check(limit, key, budget, now)).await {
                 Ok(Ok(None)) => return Ok(()),
                 Ok(Ok(Some(wait))) => return Err(RetryAfter(wait)),
-                Ok(Err(error)) => redis.warn(&error),
-                Err(_) => redis.warn(&"timed out"),
+                Ok(Err(error)) => redis.failed(&error),
+                Err(_) => redis.failed(&"timed out"),
             }
         }
         self.in_memory_limiter(limit)
@@ -463,6 +508,57 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_is_left_alone_for_a_while() {
+        let settings = crate::config::Settings::from_lookup(|name| match name {
+            // Nothing listens on port 1.
+            "RATELIMIT_STORAGE_URI" => Some("redis://127.0.0.1:1/".into()),
+            _ => None,
+        })
+        .unwrap()
+        .settings;
+        let clock = ManualClock::new(chrono::Utc::now());
+        let limiter = Limiter::from_settings(&settings, Arc::new(clock)).unwrap();
+        assert!(limiter.is_shared());
+        let redis = limiter.redis.as_ref().unwrap();
+        assert!(!redis.is_down());
+        let user = uuid::Uuid::new_v4();
+        assert!(
+            limiter.check_upload(user).await.is_ok(),
+            "decided in memory"
+        );
+        assert!(redis.is_down(), "checks skip Redis for {REDIS_BACKOFF:?}");
+        // Memory holds the budget meanwhile: 60 per hour.
+        for _ in 1..60 {
+            assert!(limiter.check_upload(user).await.is_ok());
+        }
+        assert!(limiter.check_upload(user).await.is_err());
+    }
+
+    #[test]
+    fn redis_keys_hold_no_phone_or_address() {
+        let settings = crate::config::Settings::from_lookup(|name| match name {
+            "RATELIMIT_STORAGE_URI" => Some("redis://127.0.0.1:6379/".into()),
+            "SECRET_KEY" => Some("0123456789abcdef0123456789abcdef".into()),
+            _ => None,
+        })
+        .unwrap()
+        .settings;
+        let clock = ManualClock::new(chrono::Utc::now());
+        let limiter = Limiter::from_settings(&settings, Arc::new(clock)).unwrap();
+        let redis = limiter.redis.as_ref().unwrap();
+        let key = redis.key(Limit::RecipientPerHour, "+13055550100");
+        assert!(key.starts_with("umuve:ratelimit:recipient-hour:"), "{key}");
+        assert!(!key.contains("3055550100"), "{key}");
+        assert_eq!(
+            key,
+            redis.key(Limit::RecipientPerHour, "+13055550100"),
+            "stable"
+        );
+        assert_ne!(key, redis.key(Limit::RecipientPerHour, "+13055550101"));
+        assert_ne!(key, redis.key(Limit::RecipientPerMinute, "+13055550100"));
     }
 
     #[tokio::test]

@@ -459,6 +459,25 @@ async fn logs_never_contain_secrets() {
         .await
         .unwrap();
     assert_eq!(me.status(), 200);
+    // Browsers put the token in the WebSocket URL.
+    let socket = client
+        .get(format!("{address}/ws?token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        socket.status(),
+        400,
+        "not a handshake, but the token was read"
+    );
+    let forged = format!("{token}x");
+    let refused = client
+        .get(format!("{address}/api/me"))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
     let wrong = client
         .post(format!("{address}/api/auth/login"))
         .json(&serde_json::json!({ "email": "chief@goumuve.com", "password": "wrong-password-also-secret" }))
@@ -480,6 +499,9 @@ async fn logs_never_contain_secrets() {
         password,
         "wrong-password-also-secret",
         token.as_str(),
+        // The signature part alone, in case a token were logged in pieces.
+        token.rsplit('.').next().unwrap(),
+        forged.as_str(),
     ] {
         assert!(
             !log.contains(secret),

@@ -87,8 +87,8 @@ fn mangled_image() -> impl Strategy<Value = Vec<u8>> {
     ];
     (
         0..IMAGES.len(),
-        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
-        any::<prop::sample::Index>(),
+        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        prop::option::of(any::<prop::sample::Index>()),
     )
         .prop_map(|(which, changes, cut)| {
             let mut bytes = IMAGES[which].to_vec();
@@ -96,8 +96,9 @@ fn mangled_image() -> impl Strategy<Value = Vec<u8>> {
                 let at = at.index(bytes.len());
                 bytes[at] = value;
             }
-            let keep = 12 + cut.index(bytes.len() - 11);
-            bytes.truncate(keep);
+            if let Some(cut) = cut {
+                bytes.truncate(12 + cut.index(bytes.len() - 11));
+            }
             bytes
         })
 }
@@ -140,7 +141,37 @@ proptest! {
     }
 
     #[test]
+    fn images_with_metadata_blocks_added_anywhere_are_cleaned(
+        at in any::<prop::sample::Index>(),
+        marker in 0xE0u8..=0xEF,
+        payload in "[A-Za-z0-9 ]{0,40}",
+    ) {
+        // A metadata segment slipped in at any segment boundary of the camera's JPEG.
+        let jpeg: &[u8] = include_bytes!("data/photos/junk-with-gps.jpg");
+        let boundaries: Vec<usize> = (2..jpeg.len() - 1)
+            .filter(|&i| jpeg[i] == 0xFF && jpeg[i + 1] != 0x00 && jpeg[i + 1] != 0xFF && !(0xD0..=0xD7).contains(&jpeg[i + 1]))
+            .collect();
+        let insert_at = boundaries[at.index(boundaries.len())];
+        let mut bytes = jpeg[..insert_at].to_vec();
+        bytes.extend_from_slice(&[0xFF, marker]);
+        bytes.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+        bytes.extend_from_slice(payload.as_bytes());
+        bytes.extend_from_slice(&jpeg[insert_at..]);
+        prop_assert!(properties::uploaded_file(&bytes), "refused a valid JPEG");
+    }
+
+    #[test]
     fn random_bytes_are_never_taken_for_an_image(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+        prop_assert!(!properties::uploaded_file(&bytes), "accepted {:?}", bytes);
+    }
+
+    #[test]
+    fn random_bytes_behind_image_magic_are_refused_or_cleaned(
+        magic in prop::sample::select(vec![&b"\xFF\xD8\xFF"[..], b"\x89PNG\r\n\x1a\n", b"RIFF\0\0\0\0WEBP"]),
+        rest in prop::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let mut bytes = magic.to_vec();
+        bytes.extend_from_slice(&rest);
         properties::uploaded_file(&bytes);
     }
 }

@@ -54,7 +54,7 @@ pub struct PhotoList {
         (status = 409, description = "The job is cancelled, or would hold more than 30 photos", body = ErrorBody),
         (status = 413, description = "More than 10 files, or a file over 10 MB", body = ErrorBody),
         (status = 415, description = "A file that is not a JPEG, PNG or WebP image", body = ErrorBody),
-        (status = 429, description = "Too many uploads; see Retry-After", body = ErrorBody),
+        (status = 429, description = "Too many uploads, or another of the caller's is running; see Retry-After", body = ErrorBody),
     )
 )]
 #[post("/api/jobs/{id}/photos")]
@@ -63,7 +63,7 @@ pub async fn upload_photos(
     caller: Caller,
     id: web::Path<Uuid>,
     req: HttpRequest,
-    multipart: Multipart,
+    body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     // Refusals that need no body come first: the upload is never read for them.
     let declared = req
@@ -86,22 +86,22 @@ pub async fn upload_photos(
             )
         })
         .ok_or_else(|| ApiError::NotFound("no such job".into()))?;
+    if !photos::takes_photos(job.status) {
+        return Err(closed(job.status));
+    }
+    if job.photos.len() >= MAX_PHOTOS_PER_JOB {
+        return Err(too_many(job.photos.len()));
+    }
     state
         .limits
         .check_upload(caller.user_id)
         .await
         .map_err(|wait| ApiError::rate_limited(wait.0))?;
-    if matches!(job.status, JobStatus::Cancelled | JobStatus::PaymentFailed) {
-        return Err(ApiError::Conflict(format!(
-            "the job is {}: it takes no more photos",
-            job.status.as_str()
-        )));
-    }
-    if job.photos.len() >= MAX_PHOTOS_PER_JOB {
-        return Err(too_many(job.photos.len()));
-    }
+    let _slot = state.photos.slot_for(caller.user_id)?;
 
-    let received = state.photos.receive(multipart).await?;
+    let multipart = Multipart::new(req.headers(), uploads::limited_body(body));
+    let room = (MAX_PHOTOS_PER_JOB - job.photos.len()).min(uploads::MAX_FILES_PER_REQUEST);
+    let received = state.photos.receive(multipart, room).await?;
     let added = match photos::add(
         &state.db,
         job_id,
@@ -114,6 +114,7 @@ pub async fn upload_photos(
         Added::Job(job) => job,
         Added::NoSuchJob => return Err(ApiError::NotFound("no such job".into())),
         Added::TooMany(has) => return Err(too_many(has)),
+        Added::Closed(status) => return Err(closed(status)),
     };
     let stored = received.keep();
     tracing::info!(job_id = %job_id, files = stored.len(), "photos added");
@@ -124,6 +125,13 @@ pub async fn upload_photos(
             .map(|p| format!("{}{}", uploads::URL_PREFIX, p.file_name))
             .collect(),
     }))
+}
+
+fn closed(status: JobStatus) -> ApiError {
+    ApiError::Conflict(format!(
+        "the job is {}: it takes no more photos",
+        status.as_str()
+    ))
 }
 
 fn too_many(has: usize) -> ApiError {
@@ -138,7 +146,9 @@ fn too_many(has: usize) -> ApiError {
     tag = "jobs",
     params(("filename" = String, Path, description = "A name from a job's `photos`")),
     responses(
-        (status = 200, description = "The image", content_type = "image/jpeg"),
+        (status = 200, description = "The image, as stored: JPEG, PNG or WebP", content(
+            ("image/jpeg"), ("image/png"), ("image/webp")
+        )),
         (status = 404, description = "No such photo", body = ErrorBody),
     )
 )]

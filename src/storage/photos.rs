@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use umuve_actors::ids::{JobId, UserId};
-use umuve_actors::realtime::model::Job;
+use umuve_actors::realtime::model::{Job, JobStatus};
 
 use super::Db;
 use super::jobs::{JobRow, columns};
@@ -15,6 +15,13 @@ pub enum Added {
     NoSuchJob,
     /// The job would hold more than [`MAX_PHOTOS_PER_JOB`]; it has this many.
     TooMany(usize),
+    /// The job moved to a status that takes no photos while they were arriving.
+    Closed(JobStatus),
+}
+
+/// Whether a job in this status takes photos: not once cancelled or failed payment.
+pub fn takes_photos(status: JobStatus) -> bool {
+    !matches!(status, JobStatus::Cancelled | JobStatus::PaymentFailed)
 }
 
 /// Records `photos` (already on disk) as the job's, after the ones it has.
@@ -35,17 +42,22 @@ pub async fn add(
     // Two uploads to one job must not both pass the count: PostgreSQL locks the row, SQLite's
     // write transaction already holds the database.
     let read = match db {
-        Db::Postgres(_) => "SELECT photos FROM jobs WHERE job_id = $1 FOR UPDATE",
-        Db::Sqlite(_) => "SELECT photos FROM jobs WHERE job_id = $1",
+        Db::Postgres(_) => "SELECT photos, status FROM jobs WHERE job_id = $1 FOR UPDATE",
+        Db::Sqlite(_) => "SELECT photos, status FROM jobs WHERE job_id = $1",
     };
     let row = super::in_write_transaction!(db, tx => {
-        let Some(stored) = sqlx::query_scalar::<_, String>(read)
+        let Some((stored, status)) = sqlx::query_as::<_, (String, String)>(read)
             .bind(job.as_uuid())
             .fetch_optional(&mut *tx)
             .await?
         else {
             return Ok(Added::NoSuchJob);
         };
+        let status = JobStatus::parse(&status)
+            .ok_or_else(|| sqlx::Error::Decode(format!("jobs.status = {status:?}").into()))?;
+        if !takes_photos(status) {
+            return Ok(Added::Closed(status));
+        }
         let mut names: Vec<String> = serde_json::from_str(&stored)
             .map_err(|e| sqlx::Error::Decode(format!("jobs.photos: {e}").into()))?;
         if names.len() + photos.len() > MAX_PHOTOS_PER_JOB {

@@ -5,7 +5,8 @@
 use bytes::Bytes;
 use img_parts::jpeg::{Jpeg, JpegSegment, markers};
 use img_parts::png::Png;
-use img_parts::webp::{CHUNK_EXIF, CHUNK_XMP, WebP};
+use img_parts::riff::{RiffChunk, RiffContent};
+use img_parts::webp::{CHUNK_ANMF, CHUNK_VP8, CHUNK_VP8L, CHUNK_VP8X, WebP};
 
 /// The image types accepted, by their magic bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,16 +61,28 @@ impl ImageKind {
 
 /// JPEG APP2 segments that carry a colour profile (kept) start with this.
 const ICC_SIGNATURE: &[u8] = b"ICC_PROFILE\0";
-/// APP0 is JFIF/JFXX (density, maybe a thumbnail: kept only when it is JFIF proper).
+/// APP0 "JFIF": density, and maybe a thumbnail (which goes).
 const JFIF_SIGNATURE: &[u8] = b"JFIF\0";
+/// The JFIF header without a thumbnail: signature, version, units, densities, 0×0 thumbnail.
+const JFIF_HEADER_LEN: usize = 14;
 /// APP14 "Adobe" says how to convert colours; without it CMYK images decode wrongly.
 const ADOBE_SIGNATURE: &[u8] = b"Adobe";
+/// JPEG comment marker (img-parts names only the standard ones it parses).
+const COM: u8 = 0xFE;
 
-/// PNG chunks that describe the image itself; every other ancillary chunk (text, eXIf, time,
-/// private chunks) goes.
-const PNG_KEPT_ANCILLARY: [&[u8; 4]; 8] = [
-    b"PLTE", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT", b"pHYs",
+/// PNG chunks kept: the critical ones and those that say how to show the pixels. Text, eXIf,
+/// time and private chunks go.
+const PNG_KEPT: [&[u8; 4]; 12] = [
+    b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT",
+    b"pHYs", b"bKGD",
 ];
+
+/// WebP chunks kept: image data, animation, alpha, colour profile.
+const WEBP_KEPT: [[u8; 4]; 7] = [
+    *b"VP8 ", *b"VP8L", *b"VP8X", *b"ALPH", *b"ANIM", *b"ANMF", *b"ICCP",
+];
+/// VP8X flags announcing EXIF and XMP chunks (cleared with the chunks).
+const VP8X_EXIF_AND_XMP: u8 = 0x08 | 0x04;
 
 /// The image without location or other metadata, or why it is not a well-formed image of `kind`.
 pub fn without_metadata(kind: ImageKind, file: Bytes) -> Result<Bytes, String> {
@@ -80,62 +93,84 @@ pub fn without_metadata(kind: ImageKind, file: Bytes) -> Result<Bytes, String> {
     }
 }
 
+/// Whether a JPEG marker starts a metadata segment: APP0–APP15 and comments.
+fn is_metadata_marker(marker: u8) -> bool {
+    (markers::APP0..=markers::APP15).contains(&marker) || marker == COM
+}
+
 fn jpeg_without_metadata(file: Bytes) -> Result<Bytes, String> {
     let mut jpeg = Jpeg::from_bytes(file).map_err(|e| format!("not a valid JPEG: {e}"))?;
     let segments = jpeg.segments_mut();
     if !segments.iter().any(JpegSegment::has_entropy) {
         return Err("not a valid JPEG: no image data".into());
     }
-    segments.retain(|segment| {
+    let mut kept = Vec::with_capacity(segments.len());
+    for segment in segments.drain(..) {
         let contents = segment.contents();
         match segment.marker() {
-            markers::APP0 => contents.starts_with(JFIF_SIGNATURE),
-            markers::APP2 => contents.starts_with(ICC_SIGNATURE),
-            markers::APP14 => contents.starts_with(ADOBE_SIGNATURE),
+            markers::APP0
+                if contents.starts_with(JFIF_SIGNATURE) && contents.len() >= JFIF_HEADER_LEN =>
+            {
+                let mut header = contents[..JFIF_HEADER_LEN].to_vec();
+                header[12] = 0;
+                header[13] = 0;
+                kept.push(JpegSegment::new_with_contents(markers::APP0, header.into()));
+            }
+            markers::APP2 if contents.starts_with(ICC_SIGNATURE) => kept.push(segment),
+            markers::APP14 if contents.starts_with(ADOBE_SIGNATURE) => kept.push(segment),
             // EXIF/XMP (APP1), IPTC (APP13), maker and vendor blocks, comments.
-            marker if (markers::APP1..=markers::APP15).contains(&marker) => false,
-            markers::COM => false,
-            _ => true,
+            marker if is_metadata_marker(marker) => {}
+            _ => kept.push(segment),
         }
-    });
-    // Everything after the primary image's end (secondary images of a multi-picture file with
-    // their own EXIF, or bytes appended to the file) goes too.
-    let last = segments.len() - 1;
-    if segments[last].has_entropy() {
-        let scan = &segments[last];
+    }
+    // The scans that follow the first one, without metadata segments between them, up to the
+    // image's end: what follows it (secondary images of a multi-picture file with their own
+    // EXIF, appended bytes) goes too.
+    let last = kept.len() - 1;
+    if kept[last].has_entropy() {
+        let scan = &kept[last];
         // img-parts has no getter for a scan's data: it follows the encoded header.
         let encoded = scan.clone().encoder().bytes();
-        let entropy = encoded.slice(4 + scan.contents().len()..);
-        let end = primary_image_end(&entropy)
+        let entropy = &encoded[4 + scan.contents().len()..];
+        let image = primary_image(entropy)
             .ok_or_else(|| "not a valid JPEG: the image data has no end".to_owned())?;
-        segments[last] = JpegSegment::new_with_entropy(
-            scan.marker(),
-            scan.contents().clone(),
-            entropy.slice(..end),
-        );
+        kept[last] =
+            JpegSegment::new_with_entropy(scan.marker(), scan.contents().clone(), image.into());
     }
+    *jpeg.segments_mut() = kept;
     Ok(jpeg.encoder().bytes())
 }
 
-/// The length of `entropy` (everything after the first scan header) up to and including the
-/// first EOI marker that is not inside a segment: entropy-coded bytes never hold a bare 0xFF
-/// (it is stuffed as FF 00, or a restart marker FF D0–D7), and the segments between the scans
-/// of a progressive image are skipped by their length.
-fn primary_image_end(entropy: &[u8]) -> Option<usize> {
+/// The scan data of a JPEG (everything after the first scan header) up to and including the
+/// first EOI marker outside a segment, with the metadata segments between scans left out.
+/// Entropy-coded bytes never hold a bare 0xFF (it is stuffed as FF 00, or a restart marker
+/// FF D0–D7); the segments between the scans of a progressive image have lengths.
+fn primary_image(entropy: &[u8]) -> Option<Vec<u8>> {
+    let mut image = Vec::with_capacity(entropy.len());
     let mut at = 0;
     while at + 1 < entropy.len() {
         if entropy[at] != 0xFF {
+            image.push(entropy[at]);
             at += 1;
             continue;
         }
         match entropy[at + 1] {
-            0x00 | 0xD0..=0xD7 | 0xFF => at += 1,
-            markers::EOI => return Some(at + 2),
-            _ => {
+            0x00 | 0xD0..=0xD7 => {
+                image.extend_from_slice(&entropy[at..at + 2]);
+                at += 2;
+            }
+            // Fill bytes before a marker.
+            0xFF => at += 1,
+            markers::EOI => {
+                image.extend_from_slice(&entropy[at..at + 2]);
+                return Some(image);
+            }
+            marker => {
                 let length = entropy.get(at + 2..at + 4)?;
                 let length = usize::from(u16::from_be_bytes([length[0], length[1]]));
-                if length < 2 {
-                    return None;
+                let segment = entropy.get(at..at + 2 + length).filter(|_| length >= 2)?;
+                if !is_metadata_marker(marker) {
+                    image.extend_from_slice(segment);
                 }
                 at += 2 + length;
             }
@@ -149,21 +184,43 @@ fn png_without_metadata(file: Bytes) -> Result<Bytes, String> {
     let chunks = png.chunks_mut();
     if chunks.first().map(|c| c.kind()) != Some(*b"IHDR")
         || chunks.last().map(|c| c.kind()) != Some(*b"IEND")
+        || !chunks.iter().any(|c| c.kind() == *b"IDAT")
     {
-        return Err("not a valid PNG: IHDR or IEND missing".into());
+        return Err("not a valid PNG: IHDR, IDAT or IEND missing".into());
     }
-    chunks.retain(|chunk| {
-        let kind = chunk.kind();
-        // An uppercase first letter marks a critical chunk (IHDR, PLTE, IDAT, IEND).
-        kind[0].is_ascii_uppercase() || PNG_KEPT_ANCILLARY.contains(&&kind)
-    });
+    // An uppercase first letter marks a critical chunk: one a decoder must understand.
+    if let Some(unknown) = chunks
+        .iter()
+        .map(|c| c.kind())
+        .find(|kind| kind[0].is_ascii_uppercase() && !PNG_KEPT.contains(&kind))
+    {
+        return Err(format!(
+            "not a valid PNG: unknown critical chunk {:?}",
+            String::from_utf8_lossy(&unknown)
+        ));
+    }
+    chunks.retain(|chunk| PNG_KEPT.contains(&&chunk.kind()));
     Ok(png.encoder().bytes())
 }
 
 fn webp_without_metadata(file: Bytes) -> Result<Bytes, String> {
     let mut webp = WebP::from_bytes(file).map_err(|e| format!("not a valid WebP: {e}"))?;
-    webp.remove_chunks_by_id(CHUNK_EXIF);
-    webp.remove_chunks_by_id(CHUNK_XMP);
+    let image_data = [CHUNK_VP8, CHUNK_VP8L, CHUNK_ANMF];
+    if !webp.chunks().iter().any(|c| image_data.contains(&c.id())) {
+        return Err("not a valid WebP: no image data".into());
+    }
+    let chunks = webp.chunks_mut();
+    chunks.retain(|chunk| WEBP_KEPT.contains(&chunk.id()));
+    for chunk in chunks.iter_mut() {
+        if chunk.id() == CHUNK_VP8X
+            && let Some(data) = chunk.content().data()
+            && !data.is_empty()
+        {
+            let mut flags = data.to_vec();
+            flags[0] &= !VP8X_EXIF_AND_XMP;
+            *chunk = RiffChunk::new(CHUNK_VP8X, RiffContent::Data(flags.into()));
+        }
+    }
     Ok(webp.encoder().bytes())
 }
 
@@ -235,6 +292,69 @@ mod tests {
             clean,
             "cleaning again changes nothing"
         );
+    }
+
+    #[test]
+    fn metadata_between_scans_and_jfif_thumbnails_go() {
+        // An APP1 segment just before the end marker, where a progressive image has its
+        // later scans, and a JFIF header that carries a 1×1 thumbnail.
+        let end = CAMERA_JPEG.len() - 2;
+        let mut file = CAMERA_JPEG[..2].to_vec();
+        let mut jfif = b"JFIF\0\x01\x01\0\0\x01\0\x01\x01\x01".to_vec();
+        jfif.extend_from_slice(b"RGB");
+        file.extend_from_slice(&[0xFF, 0xE0]);
+        file.extend_from_slice(&((jfif.len() + 2) as u16).to_be_bytes());
+        file.extend_from_slice(&jfif);
+        file.extend_from_slice(&CAMERA_JPEG[2..end]);
+        file.extend_from_slice(&[0xFF, 0xE1, 0x00, 0x0D]);
+        file.extend_from_slice(b"GPS 25.76 N");
+        file.extend_from_slice(&[0xFF, 0xD9]);
+        let clean = without_metadata(ImageKind::Jpeg, Bytes::from(file)).unwrap();
+        assert!(
+            !contains(&clean, b"GPS 25.76"),
+            "the segment between scans is gone"
+        );
+        assert!(!contains(&clean, b"RGB"), "the thumbnail is gone");
+        assert!(
+            contains(&clean, b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0"),
+            "JFIF stays, 0×0"
+        );
+        assert_eq!(scan_data(&clean), scan_data(CAMERA_JPEG));
+    }
+
+    #[test]
+    fn a_webp_loses_exif_and_its_flag() {
+        const WEBP: &[u8] = include_bytes!("../../tests/data/photos/junk.webp");
+        let original = WebP::from_bytes(Bytes::from_static(WEBP)).unwrap();
+        assert!(original.has_chunk(*b"EXIF"));
+        let clean = without_metadata(ImageKind::Webp, Bytes::from_static(WEBP)).unwrap();
+        let clean = WebP::from_bytes(clean).unwrap();
+        assert!(!clean.has_chunk(*b"EXIF") && !clean.has_chunk(*b"XMP "));
+        let flags = clean
+            .chunk_by_id(CHUNK_VP8X)
+            .unwrap()
+            .content()
+            .data()
+            .unwrap()[0];
+        assert_eq!(flags & VP8X_EXIF_AND_XMP, 0);
+        assert!(
+            without_metadata(ImageKind::Webp, Bytes::from_static(b"RIFF\x04\0\0\0WEBP")).is_err()
+        );
+    }
+
+    #[test]
+    fn a_png_with_an_unknown_critical_chunk_or_no_pixels_is_refused() {
+        use img_parts::png::PngChunk;
+        let mut png = Png::from_bytes(Bytes::from_static(TINY_PNG)).unwrap();
+        let at = png.chunks().len() - 1;
+        png.chunks_mut().insert(
+            at,
+            PngChunk::new(*b"XMPL", Bytes::from_static(b"where I live")),
+        );
+        assert!(without_metadata(ImageKind::Png, png.encoder().bytes()).is_err());
+        let mut png = Png::from_bytes(Bytes::from_static(TINY_PNG)).unwrap();
+        png.chunks_mut().retain(|c| c.kind() != *b"IDAT");
+        assert!(without_metadata(ImageKind::Png, png.encoder().bytes()).is_err());
     }
 
     #[test]

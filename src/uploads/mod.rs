@@ -1,19 +1,23 @@
 //! Job photos on disk. A request's files are streamed into `UPLOAD_DIR` with the limits checked
 //! on every chunk (the body is never held in memory), typed by their first bytes (never by name
 //! or header), stripped of metadata and moved into place under a random name the server made,
-//! atomically (temporary file, fsync, rename). A request that fails leaves no file behind.
+//! atomically (temporary file, fsync, rename). A request that fails, or whose client goes
+//! away, leaves no file behind.
 
 pub mod image;
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use actix_multipart::{Field, Multipart, MultipartError};
+use actix_web::error::PayloadError;
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 pub use image::ImageKind;
@@ -32,9 +36,18 @@ pub const MAX_REQUEST_BYTES: u64 = MAX_FILES_PER_REQUEST as u64 * MAX_FILE_BYTES
 pub const FIELD: &str = "photos";
 /// Where a stored photo is served.
 pub const URL_PREFIX: &str = "/uploads/";
-/// How many files are cleaned of metadata at a time (each is read into memory for it, so this
-/// bounds that memory at 4 x 10 MB however many uploads arrive at once).
+/// How many files are cleaned of metadata at a time. Cleaning reads a file (at most 10 MB)
+/// into memory and holds about two copies of it, so this bounds that memory at about 80 MB
+/// however many uploads arrive at once.
 const CLEANING_AT_ONCE: usize = 4;
+/// Uploads being received at once, engine-wide: each holds a file descriptor and disk space.
+const UPLOADS_AT_ONCE: usize = 32;
+/// How long one upload may take from its first byte to its last (100 MB at 350 KB/s). A slower
+/// client is cut off and its files removed, so it cannot hold a slot indefinitely.
+pub const UPLOAD_DEADLINE: Duration = Duration::from_secs(300);
+/// Leftover temporary files older than this are removed at start-up (younger ones may belong
+/// to another engine sharing the directory).
+const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
 
 /// The photo URLs of a job, from the JSON list of file names stored with it.
 pub fn photo_urls(stored: &str) -> Result<Vec<String>, serde_json::Error> {
@@ -71,6 +84,9 @@ pub struct StoredPhoto {
 pub struct PhotoStore {
     dir: PathBuf,
     cleaning: Arc<Semaphore>,
+    receiving: Arc<Semaphore>,
+    /// Users with an upload in progress: one at a time each.
+    uploading: Arc<Mutex<HashSet<Uuid>>>,
 }
 
 /// Removes a file when dropped, unless kept: a failed request leaves nothing behind.
@@ -82,13 +98,20 @@ impl RemoveOnDrop {
     }
 }
 
+fn remove_now(path: &Path) {
+    if let Err(error) = std::fs::remove_file(path)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(%error, path = %path.display(), "could not remove an upload's file");
+    }
+}
+
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        if let Some(path) = self.0.take()
-            && let Err(error) = std::fs::remove_file(&path)
-            && error.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(%error, path = %path.display(), "could not remove an upload's file");
+        // At once, so a refused request's files are gone when it is answered. An unlink is a
+        // short metadata write, and only failed uploads do it on an async worker.
+        if let Some(path) = self.0.take() {
+            remove_now(&path);
         }
     }
 }
@@ -111,20 +134,66 @@ impl Received {
     }
 }
 
+/// A user's place in the upload queue: one upload at a time per user, [`UPLOADS_AT_ONCE`] in
+/// all. Released when dropped.
+pub struct UploadSlot {
+    _permit: OwnedSemaphorePermit,
+    user: Uuid,
+    uploading: Arc<Mutex<HashSet<Uuid>>>,
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        self.uploading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&self.user);
+    }
+}
+
+/// The request body, cut off with an error past [`MAX_REQUEST_BYTES`] (a body without a
+/// `Content-Length`, chunked, is counted as it arrives).
+pub fn limited_body<S>(body: S) -> impl Stream<Item = Result<Bytes, PayloadError>>
+where
+    S: Stream<Item = Result<Bytes, PayloadError>>,
+{
+    body.scan(0u64, |received, chunk| {
+        let chunk = chunk.and_then(|bytes| {
+            *received += bytes.len() as u64;
+            if *received > MAX_REQUEST_BYTES {
+                Err(PayloadError::Overflow)
+            } else {
+                Ok(bytes)
+            }
+        });
+        futures_util::future::ready(Some(chunk))
+    })
+}
+
 impl PhotoStore {
-    /// Opens (creating when absent) the upload directory; leftovers of requests cut off by a
-    /// crash are removed.
+    /// Opens (creating when absent) the upload directory; temporary files left by requests
+    /// cut off by a crash over an hour ago are removed.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let dir = dir.canonicalize()?;
         for entry in std::fs::read_dir(&dir)?.flatten() {
-            if entry.file_name().to_string_lossy().starts_with('.') {
-                let _ = std::fs::remove_file(entry.path());
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let temporary = name.starts_with(".incoming-") || name.starts_with(".part-");
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|at| at.elapsed().ok())
+                .is_some_and(|age| age > LEFTOVER_AGE);
+            if temporary && old {
+                remove_now(&entry.path());
             }
         }
         Ok(Self {
             dir,
             cleaning: Arc::new(Semaphore::new(CLEANING_AT_ONCE)),
+            receiving: Arc::new(Semaphore::new(UPLOADS_AT_ONCE)),
+            uploading: Arc::default(),
         })
     }
 
@@ -137,10 +206,50 @@ impl PhotoStore {
         server_made_kind(name).map(|_| self.dir.join(name))
     }
 
-    /// Streams every file of the request's `photos` field to disk. Errors: 400 (malformed
-    /// multipart, another field, no file), 413 (an 11th file, a file over 10 MB), 415 (not a
-    /// JPEG, PNG or WebP by content, or a broken one).
-    pub async fn receive(&self, mut multipart: Multipart) -> Result<Received, ApiError> {
+    /// A slot for `user`'s upload: refused (429) while another upload of theirs is running, or
+    /// when the engine receives [`UPLOADS_AT_ONCE`] already.
+    pub fn slot_for(&self, user: Uuid) -> Result<UploadSlot, ApiError> {
+        let busy = || ApiError::rate_limited(Duration::from_secs(5));
+        let permit = self
+            .receiving
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| busy())?;
+        let mut uploading = self
+            .uploading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !uploading.insert(user) {
+            return Err(busy());
+        }
+        Ok(UploadSlot {
+            _permit: permit,
+            user,
+            uploading: self.uploading.clone(),
+        })
+    }
+
+    /// Streams every file of the request's `photos` field to disk, at most `room` files (what
+    /// the job can still take, at most [`MAX_FILES_PER_REQUEST`]). Errors: 400 (malformed
+    /// multipart, another field, no file, slower than [`UPLOAD_DEADLINE`]), 409 (more files
+    /// than the job has room for), 413 (an 11th file, a file over 10 MB, a body over
+    /// [`MAX_REQUEST_BYTES`]), 415 (not a JPEG, PNG or WebP by content, or a broken one).
+    pub async fn receive(&self, multipart: Multipart, room: usize) -> Result<Received, ApiError> {
+        tokio::time::timeout(UPLOAD_DEADLINE, self.receive_all(multipart, room))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ApiError::BadRequest(format!(
+                    "the upload did not finish within {} s",
+                    UPLOAD_DEADLINE.as_secs()
+                )))
+            })
+    }
+
+    async fn receive_all(
+        &self,
+        mut multipart: Multipart,
+        room: usize,
+    ) -> Result<Received, ApiError> {
         let mut received = Received {
             photos: Vec::new(),
             files: Vec::new(),
@@ -156,6 +265,11 @@ impl PhotoStore {
             if received.photos.len() == MAX_FILES_PER_REQUEST {
                 return Err(ApiError::PayloadTooLarge(format!(
                     "at most {MAX_FILES_PER_REQUEST} photos per request"
+                )));
+            }
+            if received.photos.len() >= room {
+                return Err(ApiError::Conflict(format!(
+                    "a job holds at most {MAX_PHOTOS_PER_JOB} photos; this one has room for {room}"
                 )));
             }
             let number = received.photos.len() + 1;
@@ -226,37 +340,37 @@ impl PhotoStore {
         drop(file);
 
         let name = format!("{}.{}", Uuid::new_v4().simple(), kind.extension());
-        let destination = self.dir.join(&name);
-        let _permit = self
+        let permit = self
             .cleaning
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| ApiError::Unavailable("the engine is stopping".into()))?;
-        let cleaned = {
-            let incoming = incoming.clone();
-            let destination = destination.clone();
-            tokio::task::spawn_blocking(move || clean_into_place(kind, &incoming, &destination))
-                .await
-                .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("photo cleaning stopped: {e}")))?
-        };
-        drop(incoming_guard);
-        let size_bytes = match cleaned {
-            Ok(size) => size,
-            Err(CleanError::Invalid(why)) => {
-                return Err(ApiError::UnsupportedMediaType(format!(
-                    "photo {number}: {why}"
-                )));
-            }
-            Err(CleanError::Io(error)) => return Err(storage_error(error)),
-        };
-        Ok((
-            StoredPhoto {
-                file_name: name,
-                kind,
-                size_bytes,
-            },
-            RemoveOnDrop(Some(destination)),
-        ))
+        // Cleaning, syncing and renaming run as one blocking task holding the permit, and hand
+        // back the final file guarded: if this request is dropped meanwhile (its client went
+        // away), the task still finishes, its result is dropped, and the file goes with it.
+        let dir = self.dir.clone();
+        let cleaned = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let _incoming = incoming_guard;
+            clean_into_place(kind, &incoming, &dir, &name).map(|(file, size)| (file, size, name))
+        })
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("photo cleaning stopped: {e}")))?;
+        match cleaned {
+            Ok((file, size_bytes, file_name)) => Ok((
+                StoredPhoto {
+                    file_name,
+                    kind,
+                    size_bytes,
+                },
+                file,
+            )),
+            Err(CleanError::Invalid(why)) => Err(ApiError::UnsupportedMediaType(format!(
+                "photo {number}: {why}"
+            ))),
+            Err(CleanError::Io(error)) => Err(storage_error(error)),
+        }
     }
 }
 
@@ -265,24 +379,20 @@ enum CleanError {
     Io(std::io::Error),
 }
 
-/// Writes the image without its metadata next to `destination`, syncs it and renames it into
-/// place, so a reader never sees a partial file. Returns its size.
+/// Writes the image without its metadata to a temporary file, syncs it, renames it to `name`
+/// (a reader never sees a partial file) and syncs the directory. Returns the file, removed
+/// unless kept, and its size.
 fn clean_into_place(
     kind: ImageKind,
     incoming: &Path,
-    destination: &Path,
-) -> Result<u64, CleanError> {
+    dir: &Path,
+    name: &str,
+) -> Result<(RemoveOnDrop, u64), CleanError> {
     let original = std::fs::read(incoming).map_err(CleanError::Io)?;
     let cleaned =
         image::without_metadata(kind, Bytes::from(original)).map_err(CleanError::Invalid)?;
-    let partial = destination.with_file_name(format!(
-        ".part-{}",
-        destination
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    let guard = RemoveOnDrop(Some(partial.clone()));
+    let partial = dir.join(format!(".part-{name}"));
+    let partial_guard = RemoveOnDrop(Some(partial.clone()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -290,13 +400,24 @@ fn clean_into_place(
         .map_err(CleanError::Io)?;
     file.write_all(&cleaned).map_err(CleanError::Io)?;
     file.sync_all().map_err(CleanError::Io)?;
-    std::fs::rename(&partial, destination).map_err(CleanError::Io)?;
-    guard.keep();
-    Ok(cleaned.len() as u64)
+    let destination = dir.join(name);
+    let destination_guard = RemoveOnDrop(Some(destination.clone()));
+    std::fs::rename(&partial, &destination).map_err(CleanError::Io)?;
+    partial_guard.keep();
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(CleanError::Io)?;
+    Ok((destination_guard, cleaned.len() as u64))
 }
 
 fn multipart_error(error: MultipartError) -> ApiError {
-    ApiError::BadRequest(format!("malformed multipart body: {error}"))
+    match error {
+        MultipartError::Payload(PayloadError::Overflow) => ApiError::PayloadTooLarge(format!(
+            "an upload holds at most {MAX_FILES_PER_REQUEST} photos of {} MB",
+            MAX_FILE_BYTES / (1024 * 1024)
+        )),
+        other => ApiError::BadRequest(format!("malformed multipart body: {other}")),
+    }
 }
 
 fn storage_error(error: std::io::Error) -> ApiError {

@@ -334,11 +334,21 @@ async fn a_job_holds_at_most_thirty_photos_and_none_once_cancelled(backend: Back
     let ten: Vec<(&str, &str, &str, &[u8])> = (0..10)
         .map(|_| ("photos", "a.png", "image/png", PNG))
         .collect();
-    for _ in 0..3 {
-        upload(&app, job_id, &office.customer, multipart(&ten))
+    for files in [&ten[..], &ten[..], &ten[..5]] {
+        upload(&app, job_id, &office.customer, multipart(files))
             .await
             .assert_status(201);
     }
+    // Room for 5 more: the 6th file of this request is refused as it arrives, and the request's
+    // first five go too (nothing is kept from a refused request).
+    let message = upload(&app, job_id, &office.customer, multipart(&ten))
+        .await
+        .assert_error(409, "conflict");
+    assert!(message.contains("room for 5"), "{message}");
+    assert_eq!(files_in(app.uploads.path()).len(), 25);
+    upload(&app, job_id, &office.customer, multipart(&ten[..5]))
+        .await
+        .assert_status(201);
     upload(&app, job_id, &office.customer, multipart(&ten[..1]))
         .await
         .assert_error(409, "conflict");
@@ -534,6 +544,117 @@ async fn uploads_are_rate_limited_per_user() {
     assert!((1..=1800).contains(&retry_after), "{retry_after}");
     // Another user's budget is their own.
     upload(&app, job_id, &office.admin, one())
+        .await
+        .assert_status(201);
+}
+
+/// Polls the upload directory until `holds` (the engine's progress is only visible on disk).
+async fn until_files(dir: &Path, what: &str, holds: impl Fn(&[String]) -> bool) {
+    for _ in 0..500 {
+        if holds(&files_in(dir)) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{what}: the upload directory holds {:?}", files_in(dir));
+}
+
+#[actix_web::test]
+async fn a_client_that_goes_away_mid_upload_leaves_no_file() {
+    let app = spawn_app_with(Backend::Sqlite, env()).await;
+    let office = office(&app).await;
+    let job = office.book(&app, DOWNTOWN_MIAMI).await;
+    let job_id = job["id"].as_str().unwrap();
+
+    let preamble = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"photos\"; filename=\"a.png\"\r\n\
+         Content-Type: image/png\r\n\r\n"
+    );
+    let mut sent = preamble.into_bytes();
+    sent.extend_from_slice(PNG);
+    sent.resize(sent.len() + 1024 * 1024, 0);
+    let head = format!(
+        "POST /api/jobs/{job_id}/photos HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
+        office.customer,
+        multipart_type(),
+        sent.len() + 4 * 1024 * 1024
+    );
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&sent).await.unwrap();
+    until_files(app.uploads.path(), "the upload is being written", |files| {
+        files.iter().any(|f| f.starts_with(".incoming-"))
+    })
+    .await;
+    drop(stream);
+    until_files(
+        app.uploads.path(),
+        "the abandoned upload is removed",
+        <[String]>::is_empty,
+    )
+    .await;
+    let job = app
+        .get(&format!("/api/jobs/{job_id}"), Some(&office.customer))
+        .await;
+    assert_eq!(job.assert_status(200)["photos"], json!([]));
+}
+
+#[actix_web::test]
+async fn one_upload_at_a_time_per_user() {
+    let app = spawn_app_with(Backend::Sqlite, env()).await;
+    let office = office(&app).await;
+    let job = office.book(&app, DOWNTOWN_MIAMI).await;
+    let job_id = job["id"].as_str().unwrap();
+
+    // An upload that stalls half-way.
+    let mut sent = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"photos\"; filename=\"a.png\"\r\n\
+         Content-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    sent.extend_from_slice(PNG);
+    let head = format!(
+        "POST /api/jobs/{job_id}/photos HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
+        office.customer,
+        multipart_type(),
+        sent.len() + 1024
+    );
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut stalled = tokio::net::TcpStream::connect(address).await.unwrap();
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(&sent).await.unwrap();
+    until_files(
+        app.uploads.path(),
+        "the stalled upload is being written",
+        |files| files.iter().any(|f| f.starts_with(".incoming-")),
+    )
+    .await;
+
+    let one = || multipart(&[("photos", "b.png", "image/png", PNG)]);
+    let refused = upload(&app, job_id, &office.customer, one()).await;
+    refused.assert_error(429, "rate_limited");
+    assert!(refused.headers.contains_key("retry-after"));
+    // Others are not held up.
+    upload(&app, job_id, &office.admin, one())
+        .await
+        .assert_status(201);
+
+    // The client gives up sending: its upload is refused, its file removed, its slot freed.
+    stalled.shutdown().await.unwrap();
+    let mut response = Vec::new();
+    stalled.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(
+        !files_in(app.uploads.path())
+            .iter()
+            .any(|f| f.starts_with('.')),
+        "no temporary file is left"
+    );
+    upload(&app, job_id, &office.customer, one())
         .await
         .assert_status(201);
 }

@@ -3,6 +3,8 @@
 //! and the fuzz targets (`fuzz/`), so both check the same things.
 
 use bytes::Bytes;
+use img_parts::png::Png;
+use img_parts::webp::WebP;
 use umuve_actors::geo::{BBox, LatLng};
 use umuve_actors::realtime::model::{JobStatus, LoadSize, Mover};
 use umuve_dispatch::domain::{EmailAddress, Password, PersonName, Phone};
@@ -135,20 +137,85 @@ pub fn status_move(from: usize, to: usize, mover: usize) {
 }
 
 /// An uploaded file: refused, or typed by its bytes and cleaned into an image of that type
-/// that cleaning again leaves as it is, and never larger than what was sent.
-pub fn uploaded_file(bytes: &[u8]) {
+/// that holds no metadata block, that cleaning again leaves as it is, and that is never larger
+/// than what was sent. Returns whether it was accepted.
+pub fn uploaded_file(bytes: &[u8]) -> bool {
     let Some(kind) = ImageKind::sniff(bytes) else {
-        return;
+        return false;
     };
-    if let Ok(cleaned) = image::without_metadata(kind, Bytes::copy_from_slice(bytes)) {
-        assert_eq!(ImageKind::sniff(&cleaned), Some(kind));
-        assert!(
-            cleaned.len() <= bytes.len() + 2,
-            "{} -> {}",
-            bytes.len(),
-            cleaned.len()
-        );
-        let again = image::without_metadata(kind, cleaned.clone()).expect("a cleaned image parses");
-        assert_eq!(again, cleaned, "cleaning is idempotent");
+    let Ok(cleaned) = image::without_metadata(kind, Bytes::copy_from_slice(bytes)) else {
+        return false;
+    };
+    assert_eq!(ImageKind::sniff(&cleaned), Some(kind));
+    assert!(
+        cleaned.len() <= bytes.len(),
+        "{} -> {}",
+        bytes.len(),
+        cleaned.len()
+    );
+    match kind {
+        ImageKind::Jpeg => jpeg_has_no_metadata(&cleaned),
+        ImageKind::Png => {
+            let png = Png::from_bytes(cleaned.clone()).expect("a cleaned PNG parses");
+            for chunk in png.chunks() {
+                let kind = chunk.kind();
+                assert!(
+                    !matches!(&kind, b"tEXt" | b"zTXt" | b"iTXt" | b"eXIf" | b"tIME"),
+                    "{kind:?} left in a cleaned PNG"
+                );
+            }
+        }
+        ImageKind::Webp => {
+            let webp = WebP::from_bytes(cleaned.clone()).expect("a cleaned WebP parses");
+            assert!(!webp.has_chunk(*b"EXIF") && !webp.has_chunk(*b"XMP "));
+        }
     }
+    let again = image::without_metadata(kind, cleaned.clone()).expect("a cleaned image parses");
+    assert_eq!(again, cleaned, "cleaning is idempotent");
+    true
+}
+
+/// Walks a cleaned JPEG's markers: no APP segment but JFIF (without a thumbnail), ICC and
+/// Adobe, no comment, and nothing after the end of the image.
+fn jpeg_has_no_metadata(jpeg: &[u8]) {
+    assert_eq!(&jpeg[..2], [0xFF, 0xD8]);
+    let mut at = 2;
+    let mut in_scan = false;
+    while at + 1 < jpeg.len() {
+        if jpeg[at] != 0xFF {
+            assert!(in_scan, "stray byte at {at} before the first scan");
+            at += 1;
+            continue;
+        }
+        let marker = jpeg[at + 1];
+        match marker {
+            0x00 | 0xD0..=0xD7 | 0xFF if in_scan => at += 2,
+            0xD9 => {
+                assert_eq!(at + 2, jpeg.len(), "bytes after the end of the image");
+                return;
+            }
+            _ => {
+                let length = usize::from(u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]]));
+                let contents = &jpeg[at + 4..at + 2 + length];
+                match marker {
+                    0xE0 => assert!(
+                        contents.starts_with(b"JFIF\0")
+                            && contents.len() == 14
+                            && contents[12..] == [0, 0],
+                        "APP0 other than a bare JFIF header"
+                    ),
+                    0xE2 => assert!(
+                        contents.starts_with(b"ICC_PROFILE\0"),
+                        "APP2 other than ICC"
+                    ),
+                    0xEE => assert!(contents.starts_with(b"Adobe"), "APP14 other than Adobe"),
+                    0xE1..=0xEF | 0xFE => panic!("metadata segment {marker:#x} left"),
+                    0xDA => in_scan = true,
+                    _ => {}
+                }
+                at += 2 + length;
+            }
+        }
+    }
+    panic!("a cleaned JPEG without its end marker");
 }
