@@ -1,6 +1,7 @@
 //! Coordinates and bounding boxes (any floats), and status moves by any mover.
 #![no_main]
 
+#[allow(dead_code)] // each target uses one of the shared properties
 #[path = "../../tests/decoders/properties.rs"]
 mod properties;
 

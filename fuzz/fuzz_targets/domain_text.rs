@@ -2,6 +2,7 @@
 //! upload file names: parsed into valid values or refused.
 #![no_main]
 
+#[allow(dead_code)] // each target uses one of the shared properties
 #[path = "../../tests/decoders/properties.rs"]
 mod properties;
 
