@@ -6,6 +6,7 @@
 #
 #   bash scripts/api-fuzz.sh                 # 50 examples per operation and caller
 #   API_FUZZ_EXAMPLES=500 API_FUZZ_SEED=7 bash scripts/api-fuzz.sh
+#   API_FUZZ_ENGINE=target/debug/umuve-dispatch bash scripts/api-fuzz.sh   # skip the build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,8 +22,12 @@ if ! "$work/venv/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"
     "$work/venv/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 schemathesis=$PWD/$work/venv/bin/st
-cargo build --quiet --bin umuve-dispatch
-engine=target/debug/umuve-dispatch
+# API_FUZZ_ENGINE: a binary built already (CI passes the one `cargo test` just built).
+engine=${API_FUZZ_ENGINE:-}
+if [ -z "$engine" ]; then
+    cargo build --quiet --bin umuve-dispatch
+    engine=target/debug/umuve-dispatch
+fi
 
 run_dir=$(mktemp -d "$PWD/$work/run.XXXXXX")
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
