@@ -141,6 +141,7 @@ impl Application {
 
         let state = web::Data::new(AppState::start(settings, db, clock, push)?);
         Housekeeper::new(state.clone().into_inner()).start();
+        tokio::spawn(remove_unrecorded_photos(state.clone().into_inner()));
         restore_realtime_state(&state).await?;
 
         let document = openapi_document();
@@ -246,6 +247,29 @@ impl Application {
         self.state.stop_workers();
         self.state.db.close().await;
         result
+    }
+}
+
+/// Photo files a crash left stored but unrecorded are removed once, in the background.
+async fn remove_unrecorded_photos(state: Arc<AppState>) {
+    let recorded = match crate::storage::photos::all_names(&state.db).await {
+        Ok(names) => names,
+        Err(error) => {
+            tracing::warn!(%error, "cannot list recorded photos; unrecorded files are kept");
+            return;
+        }
+    };
+    let swept = tokio::task::spawn_blocking(move || {
+        state
+            .photos
+            .remove_unrecorded(|name| recorded.contains(name))
+    })
+    .await;
+    match swept {
+        Ok(Ok(0)) => {}
+        Ok(Ok(removed)) => tracing::info!(removed, "unrecorded photo files removed"),
+        Ok(Err(error)) => tracing::warn!(%error, "cannot read UPLOAD_DIR"),
+        Err(error) => tracing::warn!(%error, "the photo sweep stopped"),
     }
 }
 

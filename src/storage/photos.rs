@@ -96,3 +96,13 @@ pub async fn content_type(db: &Db, file_name: &str) -> Result<Option<String>, sq
             .await
     })
 }
+
+/// Every photo file name the database knows (for the start-up check of the upload directory).
+pub async fn all_names(db: &Db) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    super::on_pool!(db, pool => {
+        sqlx::query_scalar::<_, String>("SELECT file_name FROM job_photos")
+            .fetch_all(pool)
+            .await
+            .map(|names| names.into_iter().collect())
+    })
+}

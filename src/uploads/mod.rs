@@ -45,9 +45,18 @@ const UPLOADS_AT_ONCE: usize = 32;
 /// How long one upload may take from its first byte to its last (100 MB at 350 KB/s). A slower
 /// client is cut off and its files removed, so it cannot hold a slot indefinitely.
 pub const UPLOAD_DEADLINE: Duration = Duration::from_secs(300);
-/// Leftover temporary files older than this are removed at start-up (younger ones may belong
-/// to another engine sharing the directory).
+/// Leftover files older than this are removed at start-up (younger ones may belong to an
+/// upload still running in another engine sharing the directory).
 const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
+
+fn older_than_leftover_age(entry: &std::fs::DirEntry) -> bool {
+    entry
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|at| at.elapsed().ok())
+        .is_some_and(|age| age > LEFTOVER_AGE)
+}
 
 /// The photo URLs of a job, from the JSON list of file names stored with it.
 pub fn photo_urls(stored: &str) -> Result<Vec<String>, serde_json::Error> {
@@ -179,13 +188,7 @@ impl PhotoStore {
         for entry in std::fs::read_dir(&dir)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let temporary = name.starts_with(".incoming-") || name.starts_with(".part-");
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|at| at.elapsed().ok())
-                .is_some_and(|age| age > LEFTOVER_AGE);
-            if temporary && old {
+            if temporary && older_than_leftover_age(&entry) {
                 remove_now(&entry.path());
             }
         }
@@ -199,6 +202,24 @@ impl PhotoStore {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Removes photo files (server-made names) over an hour old that `is_recorded` does not
+    /// know: a crash between storing a file and recording it leaves one. Blocking; returns how
+    /// many went.
+    pub fn remove_unrecorded(&self, is_recorded: impl Fn(&str) -> bool) -> std::io::Result<usize> {
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if server_made_kind(&name).is_some()
+                && !is_recorded(&name)
+                && older_than_leftover_age(&entry)
+            {
+                remove_now(&entry.path());
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Where a server-made name lives.
@@ -449,6 +470,47 @@ mod tests {
         ] {
             assert_eq!(server_made_kind(bad), None, "{bad:?}");
         }
+    }
+
+    fn file_aged(dir: &Path, name: &str, age: Duration) {
+        let file = std::fs::File::create(dir.join(name)).unwrap();
+        file.set_modified(std::time::SystemTime::now() - age)
+            .unwrap();
+    }
+
+    #[test]
+    fn old_unrecorded_photos_and_temporary_files_go_others_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let hours = |n: u64| Duration::from_secs(n * 3600);
+        let recorded = "0123456789abcdef0123456789abcdef.jpg";
+        let orphan = "fedcba9876543210fedcba9876543210.png";
+        let young_orphan = "00000000000000000000000000000000.webp";
+        file_aged(dir.path(), recorded, hours(2));
+        file_aged(dir.path(), orphan, hours(2));
+        file_aged(dir.path(), young_orphan, Duration::ZERO);
+        file_aged(dir.path(), ".incoming-old", hours(2));
+        file_aged(dir.path(), ".part-young.png", Duration::ZERO);
+        file_aged(dir.path(), ".bashrc", hours(2));
+        file_aged(dir.path(), "notes.txt", hours(2));
+
+        // Opening removes old temporary files only.
+        let store = PhotoStore::open(dir.path()).unwrap();
+        assert_eq!(store.remove_unrecorded(|name| name == recorded).unwrap(), 1);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".bashrc",
+                ".part-young.png",
+                young_orphan,
+                recorded,
+                "notes.txt"
+            ]
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::dispatch::{DOWNTOWN_MIAMI, env, office};
 use crate::on_both_databases;
-use crate::support::{Backend, Reply, TestApp, spawn_app_with};
+use crate::support::{Backend, Reply, TestApp, spawn_app_on, spawn_app_with};
 
 const JPEG_WITH_GPS: &[u8] = include_bytes!("../data/photos/junk-with-gps.jpg");
 const PNG: &[u8] = include_bytes!("../data/photos/junk.png");
@@ -657,4 +657,49 @@ async fn one_upload_at_a_time_per_user() {
     upload(&app, job_id, &office.customer, one())
         .await
         .assert_status(201);
+}
+
+#[actix_web::test]
+async fn a_restart_removes_photo_files_a_crash_left_unrecorded() {
+    let uploads = tempfile::tempdir().unwrap();
+    let dir = uploads.path().to_string_lossy().into_owned();
+    let app = spawn_app_with(Backend::Sqlite, env().set("UPLOAD_DIR", &dir)).await;
+    let office = office(&app).await;
+    let job = office.book(&app, DOWNTOWN_MIAMI).await;
+    let job_id = job["id"].as_str().unwrap();
+    let reply = upload(
+        &app,
+        job_id,
+        &office.customer,
+        multipart(&[("photos", "a.png", "image/png", PNG)]),
+    )
+    .await;
+    let url = reply.assert_status(201)["added"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let recorded = url.strip_prefix("/uploads/").unwrap().to_owned();
+
+    // Two hours later: the recorded photo, and one a crash stored but never recorded.
+    let orphan = "fedcba9876543210fedcba9876543210.jpg";
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::write(uploads.path().join(orphan), JPEG_WITH_GPS).unwrap();
+    for name in [orphan, recorded.as_str()] {
+        std::fs::File::options()
+            .write(true)
+            .open(uploads.path().join(name))
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+    }
+    let database = app.shut_down().await;
+
+    let app = spawn_app_on(database, env().set("UPLOAD_DIR", &dir)).await;
+    until_files(uploads.path(), "the unrecorded file is removed", |files| {
+        !files.iter().any(|f| f == orphan)
+    })
+    .await;
+    assert_eq!(files_in(uploads.path()), [recorded]);
+    let (status, _) = raw_get(&app, &url).await;
+    assert_eq!(status, 200);
 }
