@@ -142,6 +142,12 @@ type KeyedLimiter =
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryAfter(pub Duration);
 
+impl From<RetryAfter> for crate::http::ApiError {
+    fn from(RetryAfter(wait): RetryAfter) -> Self {
+        crate::http::ApiError::rate_limited(wait)
+    }
+}
+
 /// GCRA in Redis. KEYS[1]: the key; ARGV: now (ms since the epoch), the emission interval (ms),
 /// the burst. Returns 0 when allowed (and records it), else how many ms to wait.
 const GCRA_SCRIPT: &str = r"
@@ -271,6 +277,7 @@ impl Limiter {
     }
 
     /// In memory only.
+    #[cfg(test)]
     pub fn in_memory(settings: RateLimits, clock: SharedClock) -> Self {
         Self::build(settings, None, clock)
     }
@@ -295,11 +302,6 @@ impl Limiter {
             ws_cooldowns: Default::default(),
             clock,
         }
-    }
-
-    /// Whether the limits are shared through Redis.
-    pub fn is_shared(&self) -> bool {
-        self.redis.is_some()
     }
 
     fn in_memory_limiter(&self, limit: Limit) -> &KeyedLimiter {
@@ -510,18 +512,43 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn an_unreachable_redis_is_left_alone_for_a_while() {
+    /// A limiter on Redis at `uri` (not connected until its first check).
+    fn shared_limiter(uri: &str) -> anyhow::Result<Limiter> {
         let settings = crate::config::Settings::from_lookup(|name| match name {
-            // Nothing listens on port 1.
-            "RATELIMIT_STORAGE_URI" => Some("redis://127.0.0.1:1/".into()),
+            "RATELIMIT_STORAGE_URI" => Some(uri.to_owned()),
+            "SECRET_KEY" => Some("0123456789abcdef0123456789abcdef".into()),
             _ => None,
         })
         .unwrap()
         .settings;
         let clock = ManualClock::new(chrono::Utc::now());
-        let limiter = Limiter::from_settings(&settings, Arc::new(clock)).unwrap();
-        assert!(limiter.is_shared());
+        Limiter::from_settings(&settings, Arc::new(clock))
+    }
+
+    #[test]
+    fn a_storage_uri_that_is_not_redis_is_refused_at_start_up() {
+        for uri in [
+            "http://127.0.0.1:6379/",
+            "not a url",
+            "rediss://127.0.0.1:6379/",
+        ] {
+            let error = shared_limiter(uri)
+                .err()
+                .unwrap_or_else(|| panic!("{uri} accepted"));
+            assert!(
+                error
+                    .to_string()
+                    .contains("RATELIMIT_STORAGE_URI is not a usable Redis URL"),
+                "{uri}: {error}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_is_left_alone_for_a_while() {
+        // Nothing listens on port 1.
+        let limiter = shared_limiter("redis://127.0.0.1:1/").unwrap();
+        assert!(limiter.redis.is_some());
         let redis = limiter.redis.as_ref().unwrap();
         assert!(!redis.is_down());
         let user = uuid::Uuid::new_v4();
@@ -539,15 +566,7 @@ mod tests {
 
     #[test]
     fn redis_keys_hold_no_phone_or_address() {
-        let settings = crate::config::Settings::from_lookup(|name| match name {
-            "RATELIMIT_STORAGE_URI" => Some("redis://127.0.0.1:6379/".into()),
-            "SECRET_KEY" => Some("0123456789abcdef0123456789abcdef".into()),
-            _ => None,
-        })
-        .unwrap()
-        .settings;
-        let clock = ManualClock::new(chrono::Utc::now());
-        let limiter = Limiter::from_settings(&settings, Arc::new(clock)).unwrap();
+        let limiter = shared_limiter("redis://127.0.0.1:6379/").unwrap();
         let redis = limiter.redis.as_ref().unwrap();
         let key = redis.key(Limit::RecipientPerHour, "+13055550100");
         assert!(key.starts_with("umuve:ratelimit:recipient-hour:"), "{key}");

@@ -86,11 +86,7 @@ pub async fn seed(
         return Err(ApiError::NotFound("no route for /api/admin/seed".into()));
     };
     let ip = client_ip(&req, state.settings.trusted_proxy_hops);
-    state
-        .limits
-        .check_auth_attempt(ip)
-        .await
-        .map_err(|wait| ApiError::rate_limited(wait.0))?;
+    state.limits.check_auth_attempt(ip).await?;
     if !secrets_match(&body.secret, expected.expose_secret()) {
         return Err(ApiError::Forbidden("wrong seed secret".into()));
     }

@@ -11,7 +11,6 @@ use crate::auth::one_time::{looks_like_sms_code, new_reset_token, new_sms_code};
 use crate::domain::{EmailAddress, Password, PersonName, Phone, Role};
 use crate::http::client_ip::client_ip;
 use crate::http::{ApiError, ErrorBody};
-use crate::rate_limit::RetryAfter;
 use crate::state::AppState;
 use crate::storage::auth_codes::{self, CodeCheck};
 use crate::storage::users::{self, User};
@@ -81,17 +80,10 @@ pub struct SessionResponse {
     pub user: User,
 }
 
-fn rate_limited(RetryAfter(wait): RetryAfter) -> ApiError {
-    ApiError::rate_limited(wait)
-}
-
 async fn check_auth_attempt(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
     let ip = client_ip(req, state.settings.trusted_proxy_hops);
-    state
-        .limits
-        .check_auth_attempt(ip)
-        .await
-        .map_err(rate_limited)
+    state.limits.check_auth_attempt(ip).await?;
+    Ok(())
 }
 
 /// Only customers and drivers sign themselves up; staff accounts are made by admins.
@@ -133,11 +125,7 @@ pub async fn sms_send(
         ));
     };
     let ip = client_ip(&req, state.settings.trusted_proxy_hops);
-    state
-        .limits
-        .check_sms_send(ip, phone.as_str())
-        .await
-        .map_err(rate_limited)?;
+    state.limits.check_sms_send(ip, phone.as_str()).await?;
 
     let code = new_sms_code();
     let now = state.clock.now();

@@ -120,8 +120,7 @@ pub async fn create_job(
     state
         .limits
         .check_job_creation(customer.caller.user_id)
-        .await
-        .map_err(|wait| ApiError::rate_limited(wait.0))?;
+        .await?;
     let customer_id = UserId::from_uuid(customer.caller.user_id);
     let new = NewJob {
         customer: customer_id,
@@ -144,7 +143,11 @@ pub async fn create_job(
 }
 
 /// The job, if the caller may see it; others get 404, as if it did not exist.
-async fn visible_job(state: &AppState, caller: &Caller, id: Uuid) -> Result<Job, ApiError> {
+pub(crate) async fn visible_job(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<Job, ApiError> {
     job_store::by_id(&state.db, JobId::from_uuid(id))
         .await?
         .filter(|job| {

@@ -7,7 +7,7 @@ use actix_multipart::Multipart;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, Responder, get, post, web};
 use serde::Serialize;
-use umuve_actors::ids::{JobId, UserId};
+use umuve_actors::ids::UserId;
 use umuve_actors::realtime::model::JobStatus;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -15,7 +15,6 @@ use uuid::Uuid;
 use crate::auth::caller::Caller;
 use crate::http::{ApiError, ErrorBody};
 use crate::state::AppState;
-use crate::storage::jobs as job_store;
 use crate::storage::photos::{self, Added};
 use crate::uploads::{self, MAX_PHOTOS_PER_JOB, MAX_REQUEST_BYTES};
 
@@ -72,31 +71,17 @@ pub async fn upload_photos(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|bytes| bytes > MAX_REQUEST_BYTES) {
-        return Err(ApiError::PayloadTooLarge(
-            "an upload holds at most 10 photos of 10 MB".into(),
-        ));
+        return Err(uploads::upload_too_large());
     }
-    let job_id = JobId::from_uuid(id.into_inner());
-    let job = job_store::by_id(&state.db, job_id)
-        .await?
-        .filter(|job| {
-            job.visible_to(
-                UserId::from_uuid(caller.user_id),
-                caller.role.is_dispatcher(),
-            )
-        })
-        .ok_or_else(|| ApiError::NotFound("no such job".into()))?;
+    let job = super::jobs::visible_job(&state, &caller, id.into_inner()).await?;
+    let job_id = job.id;
     if !photos::takes_photos(job.status) {
         return Err(closed(job.status));
     }
     if job.photos.len() >= MAX_PHOTOS_PER_JOB {
         return Err(too_many(job.photos.len()));
     }
-    state
-        .limits
-        .check_upload(caller.user_id)
-        .await
-        .map_err(|wait| ApiError::rate_limited(wait.0))?;
+    state.limits.check_upload(caller.user_id).await?;
     let _slot = state.photos.slot_for(caller.user_id)?;
 
     let multipart = Multipart::new(req.headers(), uploads::limited_body(body));
@@ -122,7 +107,7 @@ pub async fn upload_photos(
         photos: added.photos,
         added: stored
             .iter()
-            .map(|p| format!("{}{}", uploads::URL_PREFIX, p.file_name))
+            .map(|p| uploads::url_of(&p.file_name))
             .collect(),
     }))
 }

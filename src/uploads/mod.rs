@@ -35,7 +35,7 @@ pub const MAX_REQUEST_BYTES: u64 = MAX_FILES_PER_REQUEST as u64 * MAX_FILE_BYTES
 /// The multipart field that carries photos.
 pub const FIELD: &str = "photos";
 /// Where a stored photo is served.
-pub const URL_PREFIX: &str = "/uploads/";
+const URL_PREFIX: &str = "/uploads/";
 /// How many files are cleaned of metadata at a time. Cleaning reads a file (at most 10 MB)
 /// into memory and holds about two copies of it, so this bounds that memory at about 80 MB
 /// however many uploads arrive at once.
@@ -61,10 +61,20 @@ fn older_than_leftover_age(entry: &std::fs::DirEntry) -> bool {
 /// The photo URLs of a job, from the JSON list of file names stored with it.
 pub fn photo_urls(stored: &str) -> Result<Vec<String>, serde_json::Error> {
     let names: Vec<String> = serde_json::from_str(stored)?;
-    Ok(names
-        .into_iter()
-        .map(|name| format!("{URL_PREFIX}{name}"))
-        .collect())
+    Ok(names.into_iter().map(|name| url_of(&name)).collect())
+}
+
+/// Where the photo stored under `name` is served.
+pub fn url_of(name: &str) -> String {
+    format!("{URL_PREFIX}{name}")
+}
+
+/// The refusal of a body larger than one upload may be.
+pub fn upload_too_large() -> ApiError {
+    ApiError::PayloadTooLarge(format!(
+        "an upload holds at most {MAX_FILES_PER_REQUEST} photos of {} MB",
+        MAX_FILE_BYTES / (1024 * 1024)
+    ))
 }
 
 /// A name this server could have made: 32 lower-case hex digits and an accepted extension.
@@ -198,10 +208,6 @@ impl PhotoStore {
             receiving: Arc::new(Semaphore::new(UPLOADS_AT_ONCE)),
             uploading: Arc::default(),
         })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Removes photo files (server-made names) over an hour old that `is_recorded` does not
@@ -433,10 +439,7 @@ fn clean_into_place(
 
 fn multipart_error(error: MultipartError) -> ApiError {
     match error {
-        MultipartError::Payload(PayloadError::Overflow) => ApiError::PayloadTooLarge(format!(
-            "an upload holds at most {MAX_FILES_PER_REQUEST} photos of {} MB",
-            MAX_FILE_BYTES / (1024 * 1024)
-        )),
+        MultipartError::Payload(PayloadError::Overflow) => upload_too_large(),
         other => ApiError::BadRequest(format!("malformed multipart body: {other}")),
     }
 }

@@ -56,11 +56,7 @@ pub async fn upgrade(
             ApiError::Unauthorized("missing token (Authorization: Bearer, or ?token=)".into())
         })?;
     let caller = Caller::from_token(&state, token)?;
-    state
-        .limits
-        .check_ws_connect(caller.user_id)
-        .await
-        .map_err(|wait| ApiError::rate_limited(wait.0))?;
+    state.limits.check_ws_connect(caller.user_id).await?;
     // The account as stored now: its role and approval, not what the token said a month ago.
     let user = users::by_id(&state.db, caller.user_id)
         .await?

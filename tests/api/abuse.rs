@@ -38,11 +38,7 @@ async fn with_redis_two_engines_share_the_sms_limits() {
     // The same phone through the other engine, within the minute.
     let refused = second.send_sms_code("305-555-0140").await;
     refused.assert_error(429, "rate_limited");
-    let wait: u64 = refused.headers["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let wait = refused.retry_after();
     assert!((1..=60).contains(&wait), "{wait}");
 
     // The per-IP budget (4 per hour, the refused request counted) is one budget across both

@@ -7,10 +7,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::dispatch::{DOWNTOWN_MIAMI, env};
-use crate::support::{Backend, TestApp, spawn_app_with};
+use crate::support::{Backend, TestApp, multipart, spawn_app_with};
 
 const PNG: &[u8] = include_bytes!("../data/photos/junk.png");
-const BOUNDARY: &str = "matrix-boundary-91c2";
 
 /// The callers, in the order of the table's columns.
 const CALLERS: [&str; 7] = [
@@ -169,18 +168,6 @@ fn table() -> Vec<Row> {
     ]
 }
 
-/// A multipart body with one PNG in `photos`.
-fn photo_body() -> Vec<u8> {
-    let mut body = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"photos\"; filename=\"a.png\"\r\n\
-         Content-Type: image/png\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(PNG);
-    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
-    body
-}
-
 async fn new_user(app: &TestApp, admin: &str, body: Value) -> String {
     app.create_user(admin, body).await.assert_status(201)["id"]
         .as_str()
@@ -192,45 +179,16 @@ async fn people(app: &TestApp) -> People {
     let admin = app
         .seed_admin("ops@goumuve.com", "correct horse battery")
         .await;
-    let owner = new_user(
-        app,
-        &admin,
-        json!({ "role": "customer", "phone": "305-555-0100" }),
-    )
-    .await;
-    let other = new_user(
-        app,
-        &admin,
-        json!({ "role": "customer", "phone": "305-555-0101" }),
-    )
-    .await;
-    let driver = new_user(
-        app,
-        &admin,
-        json!({ "role": "driver", "phone": "305-555-0102" }),
-    )
-    .await;
-    let other_driver = new_user(
-        app,
-        &admin,
-        json!({ "role": "driver", "phone": "305-555-0103" }),
-    )
-    .await;
-    let operator = new_user(
-        app,
-        &admin,
+    let user = |body: Value| new_user(app, &admin, body);
+    let owner = user(json!({ "role": "customer", "phone": "305-555-0100" })).await;
+    let other = user(json!({ "role": "customer", "phone": "305-555-0101" })).await;
+    let driver = user(json!({ "role": "driver", "phone": "305-555-0102", "approved": true })).await;
+    let other_driver =
+        user(json!({ "role": "driver", "phone": "305-555-0103", "approved": true })).await;
+    let operator = user(
         json!({ "role": "operator", "email": "operator@goumuve.com", "password": "a long password" }),
     )
     .await;
-    for id in [&driver, &other_driver] {
-        app.post(
-            &format!("/api/admin/drivers/{id}/approve"),
-            Some(&admin),
-            json!({}),
-        )
-        .await
-        .assert_status(200);
-    }
     People {
         tokens: [
             Some(app.token_for(&owner, "customer")),
@@ -301,11 +259,8 @@ async fn send(
         Body::None => request,
         Body::Json(make) => request.json(&make(context.expect("a context for a JSON body"))),
         Body::Photo => request
-            .header(
-                "content-type",
-                format!("multipart/form-data; boundary={BOUNDARY}"),
-            )
-            .body(photo_body()),
+            .header("content-type", multipart::content_type())
+            .body(multipart::body(&[("photos", "a.png", "image/png", PNG)])),
     };
     let response = request.send().await.unwrap();
     (response.status().as_u16(), response.text().await.unwrap())

@@ -8,35 +8,40 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::dispatch::{DOWNTOWN_MIAMI, env, office};
 use crate::on_both_databases;
-use crate::support::{Backend, Reply, TestApp, spawn_app_on, spawn_app_with};
+use crate::support::{Backend, Reply, TestApp, multipart, spawn_app_on, spawn_app_with};
 
 const JPEG_WITH_GPS: &[u8] = include_bytes!("../data/photos/junk-with-gps.jpg");
 const PNG: &[u8] = include_bytes!("../data/photos/junk.png");
 const WEBP: &[u8] = include_bytes!("../data/photos/junk.webp");
 const PHP: &[u8] = b"<?php system($_GET['cmd']); ?>\n";
 
-const BOUNDARY: &str = "umuve-test-boundary-7MA4YWxkTrZu0gW";
-
-/// A `multipart/form-data` body: (field, file name, declared type, bytes) per part.
+/// A multipart body of these (field, file name, declared type, bytes) parts.
 fn multipart(parts: &[(&str, &str, &str, &[u8])]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (field, file_name, content_type, bytes) in parts {
-        body.extend_from_slice(
-            format!(
-                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"; \
-                 filename=\"{file_name}\"\r\nContent-Type: {content_type}\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-    body
+    multipart::body(parts)
 }
 
-fn multipart_type() -> String {
-    format!("multipart/form-data; boundary={BOUNDARY}")
+/// The request line and headers of an upload sent by hand, announcing `content_length` bytes.
+fn raw_upload_head(job_id: &str, token: &str, content_length: usize) -> String {
+    format!(
+        "POST /api/jobs/{job_id}/photos HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: {}\r\nContent-Length: {content_length}\r\n\r\n",
+        multipart::content_type()
+    )
+}
+
+/// Uploads one PNG to the job and returns its URL.
+async fn upload_one_png(app: &TestApp, job_id: &str, token: &str) -> String {
+    let reply = upload(
+        app,
+        job_id,
+        token,
+        multipart(&[("photos", "a.png", "image/png", PNG)]),
+    )
+    .await;
+    reply.assert_status(201)["added"][0]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 async fn upload(app: &TestApp, job_id: &str, token: &str, body: Vec<u8>) -> Reply {
@@ -44,7 +49,7 @@ async fn upload(app: &TestApp, job_id: &str, token: &str, body: Vec<u8>) -> Repl
         app.client
             .post(app.url(&format!("/api/jobs/{job_id}/photos")))
             .bearer_auth(token)
-            .header("content-type", multipart_type())
+            .header("content-type", multipart::content_type())
             .body(body),
     )
     .await
@@ -188,7 +193,7 @@ async fn photos_are_typed_by_content_and_served_without_metadata(backend: Backen
     app.send(
         app.client
             .post(app.url(&format!("/api/jobs/{job_id}/photos")))
-            .header("content-type", multipart_type())
+            .header("content-type", multipart::content_type())
             .body(one_png()),
     )
     .await
@@ -236,6 +241,18 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind(backend: Backend) {
     .assert_error(415, "unsupported_media_type");
     assert!(message.contains("photo 2"), "{message}");
 
+    // An empty file, and one too short to tell.
+    for bytes in [&b""[..], &PNG[..4]] {
+        upload(
+            &app,
+            job_id,
+            customer,
+            multipart(&[("photos", "x.png", "image/png", bytes)]),
+        )
+        .await
+        .assert_error(415, "unsupported_media_type");
+    }
+
     // JPEG magic bytes in front of something that is not a JPEG.
     let mut fake_jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0];
     fake_jpeg.extend_from_slice(PHP);
@@ -256,14 +273,9 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind(backend: Backend) {
     )
     .await
     .assert_error(400, "bad_request");
-    upload(
-        &app,
-        job_id,
-        customer,
-        format!("--{BOUNDARY}--\r\n").into_bytes(),
-    )
-    .await
-    .assert_error(400, "bad_request");
+    upload(&app, job_id, customer, multipart(&[]))
+        .await
+        .assert_error(400, "bad_request");
     upload(&app, job_id, customer, b"not multipart at all".to_vec())
         .await
         .assert_error(400, "bad_request");
@@ -409,32 +421,17 @@ async fn an_oversized_photo_is_refused_without_reading_all_of_it() {
 
     // The headers announce an 11 MB file; only 10.5 MB of it is ever sent.
     let file_size = 11 * 1024 * 1024;
-    let preamble = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"photos\"; filename=\"big.png\"\r\n\
-         Content-Type: image/png\r\n\r\n"
-    );
-    let epilogue = format!("\r\n--{BOUNDARY}--\r\n");
-    let content_length = preamble.len() + file_size + epilogue.len();
+    let preamble = multipart::part_head("photos", "big.png", "image/png");
+    let content_length = preamble.len() + file_size + multipart::end().len();
     let mut sent = preamble.into_bytes();
     sent.extend_from_slice(&PNG[..16]);
     sent.resize(sent.len() + 10 * 1024 * 1024 + 512 * 1024, b'x');
-    let head = format!(
-        "POST /api/jobs/{job_id}/photos HTTP/1.1\r\nHost: localhost\r\n\
-         Authorization: Bearer {}\r\nContent-Type: {}\r\nContent-Length: {content_length}\r\n\r\n",
-        office.customer,
-        multipart_type()
-    );
+    let head = raw_upload_head(job_id, &office.customer, content_length);
     let response = raw_request(&app, head, sent).await;
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
 
     // More than a whole upload may hold, announced up front: refused before any of it is read.
-    let head = format!(
-        "POST /api/jobs/{job_id}/photos HTTP/1.1\r\nHost: localhost\r\n\
-         Authorization: Bearer {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
-        office.customer,
-        multipart_type(),
-        200 * 1024 * 1024
-    );
+    let head = raw_upload_head(job_id, &office.customer, 200 * 1024 * 1024);
     let response = raw_request(&app, head, Vec::new()).await;
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
     assert!(files_in(app.uploads.path()).is_empty(), "nothing is kept");
@@ -468,17 +465,7 @@ async fn only_photos_the_server_stored_are_served() {
     let office = office(&app).await;
     let job = office.book(&app, DOWNTOWN_MIAMI).await;
     let job_id = job["id"].as_str().unwrap();
-    let reply = upload(
-        &app,
-        job_id,
-        &office.customer,
-        multipart(&[("photos", "a.png", "image/png", PNG)]),
-    )
-    .await;
-    let url = reply.assert_status(201)["added"][0]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let url = upload_one_png(&app, job_id, &office.customer).await;
     let (status, _) = raw_get(&app, &url).await;
     assert_eq!(status, 200);
 
@@ -536,11 +523,7 @@ async fn uploads_are_rate_limited_per_user() {
     }
     let refused = upload(&app, job_id, &office.customer, one()).await;
     refused.assert_error(429, "rate_limited");
-    let retry_after: u64 = refused.headers["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry_after = refused.retry_after();
     assert!((1..=1800).contains(&retry_after), "{retry_after}");
     // Another user's budget is their own.
     upload(&app, job_id, &office.admin, one())
@@ -566,20 +549,10 @@ async fn a_client_that_goes_away_mid_upload_leaves_no_file() {
     let job = office.book(&app, DOWNTOWN_MIAMI).await;
     let job_id = job["id"].as_str().unwrap();
 
-    let preamble = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"photos\"; filename=\"a.png\"\r\n\
-         Content-Type: image/png\r\n\r\n"
-    );
-    let mut sent = preamble.into_bytes();
+    let mut sent = multipart::part_head("photos", "a.png", "image/png").into_bytes();
     sent.extend_from_slice(PNG);
     sent.resize(sent.len() + 1024 * 1024, 0);
-    let head = format!(
-        "POST /api/jobs/{job_id}/photos HTTP/1.1\r\nHost: localhost\r\n\
-         Authorization: Bearer {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
-        office.customer,
-        multipart_type(),
-        sent.len() + 4 * 1024 * 1024
-    );
+    let head = raw_upload_head(job_id, &office.customer, sent.len() + 4 * 1024 * 1024);
     let address = app.address.trim_start_matches("http://").to_owned();
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -609,19 +582,9 @@ async fn one_upload_at_a_time_per_user() {
     let job_id = job["id"].as_str().unwrap();
 
     // An upload that stalls half-way.
-    let mut sent = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"photos\"; filename=\"a.png\"\r\n\
-         Content-Type: image/png\r\n\r\n"
-    )
-    .into_bytes();
+    let mut sent = multipart::part_head("photos", "a.png", "image/png").into_bytes();
     sent.extend_from_slice(PNG);
-    let head = format!(
-        "POST /api/jobs/{job_id}/photos HTTP/1.1\r\nHost: localhost\r\n\
-         Authorization: Bearer {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
-        office.customer,
-        multipart_type(),
-        sent.len() + 1024
-    );
+    let head = raw_upload_head(job_id, &office.customer, sent.len() + 1024);
     let address = app.address.trim_start_matches("http://").to_owned();
     let mut stalled = tokio::net::TcpStream::connect(address).await.unwrap();
     stalled.write_all(head.as_bytes()).await.unwrap();
@@ -667,17 +630,7 @@ async fn a_restart_removes_photo_files_a_crash_left_unrecorded() {
     let office = office(&app).await;
     let job = office.book(&app, DOWNTOWN_MIAMI).await;
     let job_id = job["id"].as_str().unwrap();
-    let reply = upload(
-        &app,
-        job_id,
-        &office.customer,
-        multipart(&[("photos", "a.png", "image/png", PNG)]),
-    )
-    .await;
-    let url = reply.assert_status(201)["added"][0]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let url = upload_one_png(&app, job_id, &office.customer).await;
     let recorded = url.strip_prefix("/uploads/").unwrap().to_owned();
 
     // Two hours later: the recorded photo, and one a crash stored but never recorded.

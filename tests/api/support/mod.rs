@@ -7,6 +7,7 @@ pub mod database;
 pub mod fake_push;
 pub mod fake_stripe;
 pub mod fakes;
+pub mod multipart;
 pub mod ws;
 
 use std::collections::HashMap;
@@ -135,6 +136,16 @@ impl Reply {
             self.text
         );
         message.to_owned()
+    }
+
+    /// The `Retry-After` header, in seconds.
+    #[track_caller]
+    pub fn retry_after(&self) -> u64 {
+        self.headers["retry-after"]
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no Retry-After in seconds: {:?}", self.headers))
     }
 
     #[track_caller]
